@@ -1,0 +1,51 @@
+"""`create_model` and `list_models`: build any preset, alias or variant by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vitlab.configs import ALIASES, PRESETS, get_model_config, list_models
+from vitlab.model import VisionTransformer
+
+__all__ = ["create_model", "list_models", "show_support_list"]
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    pretrained: str | Path | None = None,
+    **overrides,
+) -> VisionTransformer:
+    """Build preset `name` (see `list_models()`), optionally changing any `ModelConfig` field.
+
+    `pretrained` is a checkpoint path loaded with `vitlab.load_pretrained` (position embeddings
+    resized to `img_size`, head replaced when `num_classes` differs).
+    """
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    model = VisionTransformer(get_model_config(name, **overrides))
+    if pretrained is not None:
+        from vitlab.pretrained import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model
+
+
+def show_support_list() -> str:
+    """A printable table of every preset (size, patch, width, depth, heads) and alias."""
+    lines = [f"{'name':<14} {'img':>4} {'patch':>5} {'width':>5} {'depth':>5} {'heads':>5} {'pool':>5}"]
+    for name, cfg in PRESETS.items():
+        lines.append(
+            f"{name:<14} {cfg.img_size:>4} {cfg.patch_size:>5} {cfg.hidden_size:>5} "
+            f"{cfg.num_layers:>5} {cfg.num_heads:>5} {cfg.classifier:>5}"
+        )
+    lines.append("aliases: " + ", ".join(f"{alias} -> {target}" for alias, target in ALIASES.items()))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(show_support_list())
+    print(f"{len(list_models())} names")

@@ -1,0 +1,326 @@
+"""The Vision Transformer (Dosovitskiy et al., arXiv 2010.11929), top to bottom in paper order.
+
+    image (B, C, H, W)
+      -> PatchEmbedding          cut into P x P patches, flatten, project to D   (B, N, D)
+      -> [CLS] + position emb.   prepend a learned token, add learned positions   (B, 1 + N, D)
+      -> Encoder                 L x EncoderBlock (pre-LayerNorm attention + MLP), final LayerNorm
+      -> pool                    the CLS token ("token") or the mean of patch tokens ("gap")
+      -> head                    optional pre-logits (Linear + tanh), then Linear to classes
+
+Names follow the paper: N = (H / P) * (W / P) patches, D = hidden_size, T = tokens per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from einops.layers.torch import Rearrange
+from torch import nn
+from torchvision.ops import stochastic_depth
+
+from vitlab.configs import CLASSIFIERS, ModelConfig
+
+LAYER_NORM_EPS = 1e-6  # the value of Google's implementation; PyTorch's default 1e-5 changes logits
+
+
+class PatchEmbedding(nn.Module):
+    """Split an image into non-overlapping P x P patches and project each to D dimensions.
+
+    A Conv2d with kernel = stride = P is exactly "flatten each patch, multiply by one matrix":
+    `forward_einops` computes the same thing the way the paper describes it.
+    """
+
+    def __init__(self, *, img_size: int, patch_size: int, in_chans: int, hidden_size: int):
+        super().__init__()
+        if img_size % patch_size != 0:
+            raise ValueError(
+                f"img_size {img_size} is not divisible by patch_size {patch_size}: choose an image "
+                f"size that is a multiple of {patch_size} (e.g. {img_size // patch_size * patch_size})"
+            )
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+        self.proj = nn.Conv2d(in_chans, hidden_size, kernel_size=patch_size, stride=patch_size)
+        self.to_patches = Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_chans or x.shape[2:] != (self.img_size, self.img_size):
+            raise ValueError(
+                f"expected images of shape (B, {self.in_chans}, {self.img_size}, {self.img_size}), got "
+                f"{tuple(x.shape)}: resize the input, or build the model with img_size={x.shape[-1]} "
+                f"/ in_chans={x.shape[1] if x.ndim == 4 else '?'} (position embeddings are resized "
+                "when a checkpoint is loaded)"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.proj(x)  # (B, D, H/P, W/P)
+        return rearrange(x, "b d gh gw -> b (gh gw) d")  # (B, N, D)
+
+    def linear_weight(self) -> torch.Tensor:
+        """The conv kernel as the (D, P*P*C) matrix that multiplies flattened patches."""
+        return rearrange(self.proj.weight, "d c p1 p2 -> d (p1 p2 c)")
+
+    def forward_einops(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's view: flatten patches, then one linear projection. Equal to `forward`."""
+        self.check_input(x)
+        patches = self.to_patches(x)  # (B, N, P*P*C)
+        return F.linear(patches, self.linear_weight(), self.proj.bias)  # (B, N, D)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: softmax(Q K^T / sqrt(d_head)) V, per head, then one projection."""
+
+    def __init__(self, *, hidden_size: int, num_heads: int, attention_dropout: float = 0.0, dropout: float = 0.0):
+        super().__init__()
+        if hidden_size % num_heads != 0:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scale = self.head_dim**-0.5
+        self.to_qkv = nn.Linear(hidden_size, 3 * hidden_size)  # q, k and v in one matmul
+        self.attn_drop = nn.Dropout(attention_dropout)
+        self.to_out = nn.Linear(hidden_size, hidden_size)
+        self.out_drop = nn.Dropout(dropout)
+        # The fused kernel (flash / memory-efficient) never materialises the T x T matrix.
+        self.fused_attn = hasattr(F, "scaled_dot_product_attention")
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        qkv = self.to_qkv(x)  # (B, T, 3D)
+        q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.num_heads)  # (B, h, T, d)
+        probs = None
+        if self.fused_attn and not return_attention:
+            dropout_p = self.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, h, T, d)
+        else:
+            scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, T, T)
+            probs = scores.softmax(dim=-1)
+            out = self.attn_drop(probs) @ v  # (B, h, T, d)
+        out = rearrange(out, "b h t d -> b t (h d)")  # (B, T, D)
+        out = self.out_drop(self.to_out(out))
+        return (out, probs) if return_attention else out
+
+
+class MLP(nn.Module):
+    """The position-wise feed-forward block: Linear -> GELU -> Dropout -> Linear -> Dropout."""
+
+    def __init__(self, *, hidden_size: int, mlp_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, mlp_dim)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(mlp_dim, hidden_size)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class EncoderBlock(nn.Module):
+    """x + MSA(LN(x)), then x + MLP(LN(x)): the paper's equations (2) and (3).
+
+    LayerNorm comes *before* each sub-block (pre-norm), which keeps the residual path an identity
+    and lets deep stacks train without warm-up tricks.
+    """
+
+    def __init__(self, cfg: ModelConfig, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS)
+        self.attn = Attention(
+            hidden_size=cfg.hidden_size,
+            num_heads=cfg.num_heads,
+            attention_dropout=cfg.attention_dropout_rate,
+            dropout=cfg.dropout_rate,
+        )
+        self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS)
+        self.mlp = MLP(hidden_size=cfg.hidden_size, mlp_dim=cfg.mlp_dim, dropout=cfg.dropout_rate)
+        self.drop_path = drop_path  # stochastic depth: drop the whole residual branch per sample
+
+    def _residual(self, branch: torch.Tensor) -> torch.Tensor:
+        if self.drop_path == 0.0:
+            return branch
+        return stochastic_depth(branch, self.drop_path, mode="row", training=self.training)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        if return_attention:
+            attn_out, probs = self.attn(self.norm1(x), return_attention=True)
+        else:
+            attn_out, probs = self.attn(self.norm1(x)), None
+        x = x + self._residual(attn_out)  # (B, T, D)
+        x = x + self._residual(self.mlp(self.norm2(x)))  # (B, T, D)
+        return (x, probs) if return_attention else x
+
+
+class Encoder(nn.Module):
+    """L encoder blocks and the final LayerNorm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        # Stochastic depth grows linearly with depth, as in DeiT and timm.
+        rates = [cfg.drop_path_rate * i / max(cfg.num_layers - 1, 1) for i in range(cfg.num_layers)]
+        self.blocks = nn.ModuleList(EncoderBlock(cfg, drop_path=r) for r in rates)
+        # With "fc_norm" the final LayerNorm is applied to the pooled vector instead (MAE style).
+        self.norm = nn.Identity() if cfg.fc_norm else nn.LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patch embedding, CLS token, position embeddings, encoder, pooling and head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.classifier not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {cfg.classifier!r}: choose one of {', '.join(CLASSIFIERS)}")
+        self.cfg = cfg
+        self.patch_embed = PatchEmbedding(
+            img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, hidden_size=cfg.hidden_size
+        )
+        self.num_prefix_tokens = 1 if cfg.class_token else 0
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.hidden_size)) if cfg.class_token else None
+        num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, cfg.hidden_size))  # (1, T, D)
+        self.pos_drop = nn.Dropout(cfg.dropout_rate)
+        self.encoder = Encoder(cfg)
+        self.fc_norm = nn.LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS) if cfg.fc_norm else nn.Identity()
+        if cfg.representation_size:
+            self.pre_logits = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.representation_size), nn.Tanh())
+            self.num_features = cfg.representation_size
+        else:
+            self.pre_logits = nn.Identity()
+            self.num_features = cfg.hidden_size
+        self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    # --- initialisation, as in Google's implementation and timm's "jax" scheme ---------------
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                if module is self.head:
+                    nn.init.zeros_(module.weight)  # a zero head starts fine-tuning from the features
+                    nn.init.zeros_(module.bias)
+                elif name.endswith("pre_logits.0"):
+                    lecun_normal_(module.weight)
+                    nn.init.zeros_(module.bias)
+                else:
+                    nn.init.xavier_uniform_(module.weight)
+                    if ".mlp." in f".{name}.":
+                        nn.init.normal_(module.bias, std=1e-6)
+                    else:
+                        nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        lecun_normal_(self.patch_embed.proj.weight)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.zeros_(self.cls_token)
+
+    # --- the forward pass ----------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images to the encoder's input tokens: patches, CLS token, position embeddings."""
+        x = self.patch_embed(x)  # (B, N, D)
+        if self.cls_token is not None:
+            cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
+            x = torch.cat([cls, x], dim=1)  # (B, 1 + N, D)
+        return self.pos_drop(x + self.pos_embed)  # (B, T, D)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """All tokens after the encoder and its final LayerNorm: (B, T, D)."""
+        return self.encoder(self.embed(x))
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One vector per image: the CLS token, or the mean over patch tokens (no prefix)."""
+        if self.cfg.classifier == "token":
+            return tokens[:, 0]  # (B, D)
+        return tokens[:, self.num_prefix_tokens :].mean(dim=1)  # (B, D)
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the tokens and classify; `pre_logits=True` stops before the final Linear."""
+        x = self.pre_logits(self.fc_norm(self.pool(tokens)))  # (B, num_features)
+        return x if pre_logits else self.head(x)  # (B, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.no_grad()
+    def get_attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Attention probabilities of every layer: a list of L tensors (B, heads, T, T), rows sum to 1."""
+        x = self.embed(x)
+        maps = []
+        for block in self.encoder.blocks:
+            x, probs = block(x, return_attention=True)
+            maps.append(probs)
+        return maps
+
+    def set_fused_attention(self, enabled: bool) -> None:
+        """Choose the fused kernel or the readable manual path in every layer."""
+        for block in self.encoder.blocks:
+            block.attn.fused_attn = enabled
+
+    def get_num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a zero-initialised one for `num_classes` (0 removes it)."""
+        self.cfg.num_classes = num_classes
+        device = self.pos_embed.device
+        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def resize_pos_embed_(self, img_size: int, mode: str = "bilinear", antialias: bool = False) -> None:
+        """Rebuild the model for a new image size in place, interpolating the position grid."""
+        patch_embed = self.patch_embed
+        if img_size % patch_embed.patch_size != 0:
+            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_embed.patch_size}")
+        new_grid = img_size // patch_embed.patch_size
+        with torch.no_grad():
+            resized = resize_pos_embed(self.pos_embed, new_grid, self.num_prefix_tokens, mode=mode, antialias=antialias)
+        self.pos_embed = nn.Parameter(resized)
+        patch_embed.img_size, patch_embed.grid_size, patch_embed.num_patches = img_size, new_grid, new_grid**2
+        self.cfg.img_size = img_size
+
+
+def resize_pos_embed(
+    pos_embed: torch.Tensor,
+    new_grid: int,
+    num_prefix_tokens: int = 1,
+    mode: str = "bilinear",
+    antialias: bool = False,
+) -> torch.Tensor:
+    """Interpolate learned position embeddings (1, prefix + g*g, D) to a new grid (1, prefix + G*G, D).
+
+    The prefix (CLS) position is kept as it is; the g x g grid of patch positions is treated as a
+    D-channel image and resized with `torch.nn.functional.interpolate` (bilinear, no antialiasing,
+    align_corners=False by default, as timm does for Google's `.npz` files; the paper's Section 3.2).
+    """
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    old_grid = math.isqrt(grid.shape[1])
+    if old_grid * old_grid != grid.shape[1]:
+        raise ValueError(f"position embedding has {grid.shape[1]} patch positions, which is not a square grid")
+    if old_grid == new_grid:
+        return pos_embed
+    grid = rearrange(grid, "1 (h w) d -> 1 d h w", h=old_grid)  # (1, D, g, g)
+    grid = F.interpolate(grid.float(), size=(new_grid, new_grid), mode=mode, antialias=antialias, align_corners=False)
+    grid = rearrange(grid, "1 d h w -> 1 (h w) d").to(pos_embed.dtype)  # (1, G*G, D)
+    return torch.cat([prefix, grid], dim=1)
+
+
+def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
+    """LeCun normal (JAX's default for kernels): truncated normal with variance 1 / fan_in."""
+    fan_in = tensor[0].numel()
+    # The factor corrects the variance lost by truncating at two standard deviations.
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
