@@ -1,0 +1,72 @@
+"""PyTorch checkpoints of vitlab runs: written atomically, read with `weights_only=True`.
+
+A trainer checkpoint is a dict with `"model"` (the state dict), `"model_config"` (the
+`ModelConfig` fields), `"config"` (the `VITConfig` fields), `"class_names"`, `"step"`,
+`"best_accuracy"` and the optimiser, scheduler, scaler and RNG states needed to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from vitlab.configs import ModelConfig
+from vitlab.model import VisionTransformer
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Write `state` with torch.save to a temporary file in the same folder, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by `save_checkpoint`; a missing or damaged file is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path (runs save to <save_dir>/<name>/)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty: the run that wrote it was interrupted; use another checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}): "
+            "the file is truncated or not a PyTorch checkpoint; copy it again or use another one"
+        ) from error
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
+    return state
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[VisionTransformer, list[str] | None]:
+    """Rebuild the model saved by the trainer: returns (model in eval mode, class names or None)."""
+    state = load_checkpoint(path, map_location=map_location)
+    if "model" not in state or "model_config" not in state:
+        raise ValueError(
+            f"checkpoint {path} has keys {sorted(state)}, not a vitlab run checkpoint ('model' and "
+            "'model_config' expected); for Google's .npz files use vitlab.load_pretrained"
+        )
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model = VisionTransformer(ModelConfig(**{k: v for k, v in state["model_config"].items() if k in fields}))
+    model.load_state_dict(state["model"])
+    return model.eval(), state.get("class_names")
