@@ -34,7 +34,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
 def test_failed_write_keeps_the_old_file(tmp_path):
     _, path = _run_checkpoint(tmp_path)
     before = path.read_bytes()
-    with pytest.raises(pickle.PicklingError):
+    with pytest.raises((pickle.PicklingError, AttributeError)):
         save_checkpoint(path, {"bad": lambda: None})  # not picklable: fails mid-write
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["best.pt"]

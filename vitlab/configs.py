@@ -7,7 +7,11 @@ small patch-4 models meant to be trained from scratch on 32 x 32 images.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 CLASSIFIERS = ("token", "gap")
 
@@ -114,3 +118,182 @@ def list_models() -> list[str]:
 def get_model_config(name: str, **overrides) -> ModelConfig:
     """A fresh copy of preset `name` with `overrides` applied."""
     return PRESETS[resolve_model_name(name)].replace(**overrides)
+
+
+# --- Experiments: the `VITConfig` dataclass and the ready-made runs ------------------------------
+
+DATASET_NAMES = ("cifar10", "cifar100", "synthetic")
+DECAY_TYPES = ("cosine", "linear")
+OPTIMIZERS = ("sgd", "adamw")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+AUGMENTATIONS = ("finetune", "strong", "basic", "none")
+
+
+def _timestamp() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d_%H%M")
+
+
+@dataclass
+class VITConfig:
+    """One training run: data, model, optimiser, schedule, precision, logging and checkpoints."""
+
+    log_dir: str = "./TB_log/"  # TensorBoard root; each run writes to log_dir/<run name>/
+    dataset: str = "cifar10"  # "cifar10", "cifar100" or "synthetic" (offline coloured shapes, CIFAR-10 layout)
+    model_type: str = "ViT-B_16"  # a preset or alias of vitlab.list_models()
+    pretrained_dir: str | None = None  # Google .npz checkpoint to start from; None trains from scratch
+    save_dir: str = "./Model/"  # checkpoints go to save_dir/<run name>/{best,last}.pt
+    name: str | None = None  # run name; None means record_algo + test_cycles
+    record_algo: str = "ViT_"  # prefix of the automatic run name
+    test_cycles: str = field(default_factory=_timestamp)  # timestamp that makes the automatic run name unique
+    decay_type: str = "cosine"  # learning-rate decay after warmup: "cosine" or "linear"
+    device: str = "auto"  # "auto" (cuda when available), "cuda", "cuda:1", "cpu"
+    TB_log: bool = True  # write TensorBoard events
+    img_size: int = 224  # training and evaluation resolution; position embeddings are resized to it
+    train_batch_size: int = 512  # images per optimiser step over all processes and accumulation steps
+    eval_batch_size: int = 64  # images per forward pass when evaluating
+    eval_every: int = 100  # evaluate on the validation split every so many optimiser steps
+    learning_rate: float = 3e-2  # peak learning rate, reached at the end of warmup
+    weight_decay: float = 0.0  # 0 for the fine-tuning protocol; AdamW runs decay weights but not biases/norms
+    num_steps: int = 10000  # optimiser steps in total (steps, not epochs, as in the paper's fine-tuning)
+    warmup_steps: int = 500  # linear warmup from 0 to learning_rate
+    max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
+    local_rank: int = -1  # GPU index under torchrun (also read from LOCAL_RANK); -1 = not distributed
+    seed: int = 42  # seeds model init, data order and augmentation
+    gradient_accumulation_steps: int = 1  # split each optimiser step into this many forward/backward passes
+    optimizer: str = "sgd"  # "sgd" (fine-tuning protocol) or "adamw" (training from scratch)
+    momentum: float = 0.9  # SGD momentum; AdamW uses it as beta1
+    precision: str = "auto"  # "bf16", "fp16" (with a gradient scaler), "fp32"; "auto": bf16/fp16 on GPU, fp32 on CPU
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 helps small ViTs trained from scratch)
+    augment: str = "finetune"  # "finetune" (inception crop + flip), "strong" (crop + flip + TrivialAugment), ...
+    val_split: float = 0.02  # fraction of the training set held out for model selection (Google's 2%)
+    num_workers: int = 2  # DataLoader worker processes; 0 loads in the main process
+    data_dir: str = "./data"  # where CIFAR is found or downloaded to
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields changed from the preset
+    compile: bool = False  # wrap the model in torch.compile (faster on GPU after a slow first step)
+    resume: str | None = None  # checkpoint to continue from, or "last" for save_dir/<run name>/last.pt
+    log_every: int = 50  # log training scalars every so many steps (the only steps that sync with the GPU)
+    progress: bool = True  # show a tqdm progress bar
+
+    @property
+    def run_name(self) -> str:
+        """The folder name of this run under log_dir and save_dir."""
+        return self.name or f"{self.record_algo}{self.test_cycles}"
+
+    def replace(self, **overrides) -> VITConfig:
+        """A copy with some fields changed; unknown field names are an error that lists the valid ones."""
+        _check_fields(overrides)
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict:
+        """The fields as a plain dict (JSON-friendly)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> VITConfig:
+        """Build from a dict of fields; unknown names are an error that lists the valid ones."""
+        _check_fields(values)
+        return cls(**values)
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """The config as JSON text; with `path`, also written there atomically."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text + "\n")
+            os.replace(tmp, path)
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text: str | os.PathLike) -> VITConfig:
+        """Load a config saved by `to_json` (a file path or the JSON text itself)."""
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            text = path.read_text()
+        return cls.from_dict(json.loads(text))
+
+
+def _check_fields(values: dict) -> None:
+    valid = {f.name for f in dataclasses.fields(VITConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise TypeError(f"unknown VITConfig field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
+
+
+EXPERIMENTS: dict[str, dict] = {
+    # Google's fine-tuning protocol (and seed 004's config): ViT-B_16 from ImageNet-21k, 224 px,
+    # SGD momentum 0.9, no weight decay, 500 warmup steps, cosine decay, clip 1, batch 512.
+    # 8 accumulation steps of 64 images fit a 16 GB GPU; use fewer on bigger GPUs.
+    "finetune": dict(
+        dataset="cifar10",
+        model_type="ViT-B_16",
+        pretrained_dir="./Pretrained/imagenet21k_ViT-B_16.npz",
+        record_algo="Pretrained_VIT_Cifar10_ViTB16_",
+        img_size=224,
+        train_batch_size=512,
+        gradient_accumulation_steps=8,
+        eval_batch_size=64,
+        eval_every=100,
+        optimizer="sgd",
+        momentum=0.9,
+        learning_rate=3e-2,
+        weight_decay=0.0,
+        num_steps=10000,
+        warmup_steps=500,
+        decay_type="cosine",
+        max_grad_norm=1.0,
+        augment="finetune",
+    ),
+    # From scratch on 32 x 32 CIFAR-10 in about a GPU-hour: a 2.7 M-parameter patch-4 ViT (Lee et al.),
+    # AdamW with warmup-cosine, strong augmentation and label smoothing; 20k steps of 512 are ~200 epochs.
+    "scratch": dict(
+        dataset="cifar10",
+        model_type="ViT-CIFAR-3M",
+        record_algo="Scratch_VIT_Cifar10_CIFAR3M_",
+        img_size=32,
+        train_batch_size=512,
+        eval_batch_size=512,
+        eval_every=500,
+        optimizer="adamw",
+        momentum=0.9,
+        learning_rate=1e-3,
+        weight_decay=0.05,
+        num_steps=20000,
+        warmup_steps=1000,
+        decay_type="cosine",
+        max_grad_norm=1.0,
+        label_smoothing=0.1,
+        augment="strong",
+        num_workers=8,
+    ),
+    # Seconds on a CPU: the tiny ViT-Test model on synthetic CIFAR-format data (tests, smoke mode).
+    "smoke": dict(
+        dataset="synthetic",
+        model_type="ViT-Test",
+        record_algo="Smoke_",
+        img_size=32,
+        train_batch_size=32,
+        eval_batch_size=128,
+        eval_every=10,
+        optimizer="adamw",
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        num_steps=20,
+        warmup_steps=5,
+        augment="basic",
+        precision="fp32",
+        num_workers=0,
+        log_every=5,
+    ),
+}
+
+
+def get_experiment(name: str, **overrides) -> VITConfig:
+    """The ready-made experiment `name` ("finetune", "scratch", "smoke") with `overrides` applied."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid names: {', '.join(EXPERIMENTS)}")
+    return VITConfig(**EXPERIMENTS[name]).replace(**overrides)
