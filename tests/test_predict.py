@@ -1,0 +1,108 @@
+"""Prediction: preprocessing, top-k labels and probabilities, and the CLI with .npz and .pt checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_
+from npz_helpers import Arch, write_google_npz
+from PIL import Image
+
+from vitlab.checkpoint import save_checkpoint
+from vitlab.factory import create_model
+from vitlab.predict import CIFAR10_CLASSES, load_image, main, predict
+
+# Logits set through the head bias alone (zero head weight): the probabilities are softmax(bias).
+PROBABILITIES = [0.05, 0.02, 0.08, 0.50, 0.03, 0.20, 0.04, 0.03, 0.03, 0.02]  # "cat", then "dog"
+
+
+def model_with_known_head() -> torch.nn.Module:
+    model = randomize_(create_model("ViT-Test", num_classes=10))
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor(PROBABILITIES).log())
+    return model.train()  # predict must switch to eval and back
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "image.png"
+    Image.fromarray(np.full((40, 48, 3), (255, 0, 51), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_load_image_resizes_and_scales_to_minus_one_one(png):
+    x = load_image(png, 32)
+    assert x.shape == (3, 32, 32)
+    expected = torch.tensor([1.0, -1.0, 51 / 127.5 - 1]).view(3, 1, 1).expand(3, 32, 32)
+    torch.testing.assert_close(x, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(load_image(Image.open(png), 32), x)
+    tensor = torch.rand(3, 32, 32)
+    torch.testing.assert_close(load_image(tensor, 32), tensor * 2 - 1)
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        load_image(torch.rand(1, 3, 32, 32), 32)
+
+
+def test_predict_top_labels_and_probabilities(png):
+    model = model_with_known_head()
+    result = predict(model, png, top_k=3, class_names=CIFAR10_CLASSES)
+    assert [label for label, _ in result] == ["cat", "dog", "bird"]
+    for (_, probability), expected in zip(result, [0.50, 0.20, 0.08]):
+        assert math.isclose(probability, expected, rel_tol=1e-5)
+    assert model.training  # the caller's mode is restored
+    assert [label for label, _ in predict(model, torch.rand(3, 64, 64), top_k=2)] == ["3", "5"]
+    with pytest.raises(ValueError, match="3 class names for a model with 10 classes"):
+        predict(model, png, class_names=["a", "b", "c"])
+
+
+def test_cli_with_a_run_checkpoint(tmp_path, png, capsys):
+    model = model_with_known_head()
+    checkpoint = save_checkpoint(
+        tmp_path / "best.pt",
+        {
+            "model": model.state_dict(),
+            "model_config": dataclasses.asdict(model.cfg),
+            "config": {},
+            "class_names": list(CIFAR10_CLASSES),
+            "step": 10,
+            "best_accuracy": 0.5,
+        },
+    )
+    assert main([str(png), str(png), "--model_type", "ViT-Test", "--checkpoint", str(checkpoint), "--top_k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(png) and lines[3] == str(png)
+    assert lines[1].split() == ["1.", "cat", "50.00%"]
+    assert lines[2].split() == ["2.", "dog", "20.00%"]
+
+
+def test_cli_with_a_google_npz(tmp_path, png, capsys):
+    """A gap model at 48 px: pooling, image size and class count come from the file."""
+    arch = Arch(patch=8, width=32, depth=2, heads=2, mlp=64, img_size=48, num_classes=4, cls=False)
+    path = write_google_npz(tmp_path / "imagenet2012.npz", arch)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("tench\ngoldfish\nshark\nhen\n")
+    argv = [str(png), "--model_type", "ViT-Test", "--checkpoint", str(path), "--top_k", "4", "--labels", str(labels)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()[1:]
+    # the same model built by hand and loaded through load_pretrained
+    from vitlab.pretrained import load_pretrained
+
+    reference = create_model("ViT-Test", img_size=48, num_classes=4, classifier="gap", class_token=False)
+    load_pretrained(reference, path, verbose=False)
+    expected = predict(reference, png, top_k=4, class_names=["tench", "goldfish", "shark", "hen"])
+    assert [line.split()[1] for line in printed] == [label for label, _ in expected]
+    assert [line.split()[2] for line in printed] == [f"{100 * p:.2f}%" for _, p in expected]
+
+
+def test_cli_errors_are_clear(tmp_path, png, capsys):
+    assert main([str(png), "--checkpoint", str(tmp_path / "missing.pt")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    npz = write_google_npz(tmp_path / "w.npz", Arch(patch=8, width=32, depth=2, heads=2, mlp=64, img_size=32))
+    assert main([str(tmp_path / "nope.png"), "--model_type", "ViT-Test", "--checkpoint", str(npz)]) == 1
+    assert "nope.png does not exist" in capsys.readouterr().err
+    assert main([str(png), "--model_type", "ViT-B_16", "--checkpoint", str(npz)]) == 1  # 768 wide, file 32
+    assert "choose the preset that matches the checkpoint" in capsys.readouterr().err

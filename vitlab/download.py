@@ -1,0 +1,229 @@
+"""Fetch Google's pre-trained ViT checkpoints into `Pretrained/`.
+
+    python -m vitlab.download ViT-B_16                      # -> Pretrained/imagenet21k_ViT-B_16.npz
+    python -m vitlab.download ViT-B_16 --variant imagenet21k+imagenet2012
+    python -m vitlab.download --list
+
+Downloads go to `<file>.part`, resume from there with an HTTP Range request when interrupted, and
+are renamed to the final name only when complete and readable as a ViT `.npz`. The bucket's
+address can be changed with the environment variable `VITLAB_PRETRAINED_URL` (a mirror, or a
+local server in tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+BASE_URL = "https://storage.googleapis.com/vit_models/"
+URL_ENV = "VITLAB_PRETRAINED_URL"
+VARIANTS = ("imagenet21k", "imagenet21k+imagenet2012", "augreg")
+
+# The best upstream checkpoint of each size from "How to train your ViT?" (Steiner et al., AugReg),
+# as recommended in the README of google-research/vision_transformer. Pre-trained on ImageNet-21k,
+# 21843 classes, no pre-logits layer.
+AUGREG_FILES = {
+    "ViT-Ti_16": "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz",
+    "ViT-S_16": "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0.npz",
+    "ViT-S_32": "S_32-i21k-300ep-lr_0.001-aug_none-wd_0.1-do_0.0-sd_0.0.npz",
+    "ViT-B_16": "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz",
+    "ViT-B_32": "B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0.npz",
+    "ViT-L_16": "L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0.npz",
+}
+
+# variant -> {name: file in the bucket}
+CHECKPOINTS: dict[str, dict[str, str]] = {
+    # The paper's ImageNet-21k pre-training (21843 classes, with a pre-logits layer): the
+    # starting point for fine-tuning, e.g. ViT-B_16 on CIFAR-10.
+    "imagenet21k": {
+        name: f"imagenet21k/{name}.npz" for name in ("ViT-B_16", "ViT-B_32", "ViT-L_16", "ViT-L_32", "ViT-H_14")
+    },
+    # Then fine-tuned on ImageNet-1k (1000 classes, no pre-logits): at 384 px, or 224 px for "-224".
+    "imagenet21k+imagenet2012": {
+        name: f"imagenet21k+imagenet2012/{name}.npz"
+        for name in ("ViT-B_16", "ViT-B_16-224", "ViT-B_32", "ViT-L_16", "ViT-L_16-224", "ViT-L_32")
+    },
+    "augreg": {name: f"augreg/{file}" for name, file in AUGREG_FILES.items()},
+}
+
+CHUNK = 1 << 20
+
+
+def base_url() -> str:
+    """The bucket address, from `VITLAB_PRETRAINED_URL` when set."""
+    url = os.environ.get(URL_ENV) or BASE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def _check(name: str, variant: str) -> None:
+    if variant not in CHECKPOINTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if name not in CHECKPOINTS[variant]:
+        raise ValueError(
+            f"no {variant} checkpoint named {name!r}; {variant} has {', '.join(CHECKPOINTS[variant])} "
+            "(`python -m vitlab.download --list` shows every variant)"
+        )
+
+
+def url_for(name: str, variant: str = "imagenet21k") -> str:
+    """The exact address of a checkpoint."""
+    _check(name, variant)
+    return base_url() + CHECKPOINTS[variant][name]
+
+
+def local_name(name: str, variant: str = "imagenet21k") -> str:
+    """The file name under `Pretrained/`: `<variant>_<name>.npz`."""
+    _check(name, variant)
+    return f"{variant}_{name}.npz"
+
+
+def known_checkpoint(filename: str) -> tuple[str, str] | None:
+    """(name, variant) when `filename` is the local name of a known checkpoint, else None."""
+    for variant, names in CHECKPOINTS.items():
+        for name in names:
+            if filename == f"{variant}_{name}.npz":
+                return name, variant
+    return None
+
+
+def list_checkpoints() -> str:
+    """A printable list of every known checkpoint, its local name and its address."""
+    lines = []
+    for variant, names in CHECKPOINTS.items():
+        lines.append(f"{variant}:")
+        lines += [f"  {name:<14} {local_name(name, variant):<44} {url_for(name, variant)}" for name in names]
+    return "\n".join(lines)
+
+
+def _open(url: str, offset: int, timeout: float):
+    """Open `url` from byte `offset`; no network is a ConnectionError saying what to fetch by hand."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416:  # the range starts at the end: the partial file is already complete
+            return None
+        raise ConnectionError(f"could not download {url}: HTTP {error.code} {error.reason}") from error
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConnectionError(f"could not reach {url} ({reason})") from error
+
+
+def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
+    """Append the rest of `url` to `part` (resuming from its current size)."""
+    offset = part.stat().st_size if part.exists() else 0
+    response = _open(url, offset, timeout)
+    if response is None:
+        return
+    with response:
+        if offset and response.status != 206:  # the server ignored the range: start again
+            offset = 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        received = offset
+        with (
+            open(part, "ab" if offset else "wb") as f,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name[:-5],
+                disable=not progress,
+            ) as bar,
+        ):
+            try:
+                while chunk := response.read(CHUNK):
+                    f.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except (http.client.IncompleteRead, socket.timeout, OSError) as error:
+                raise ConnectionError(f"download of {url} interrupted ({type(error).__name__})") from error
+    if total is not None and received < total:
+        raise ConnectionError(f"download of {url} interrupted after {received:,} of {total:,} bytes")
+
+
+def _verify(path: Path) -> None:
+    """The file opens as an `.npz` without pickles and holds a ViT patch embedding."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"not a readable .npz file ({type(error).__name__}: {error})") from error
+    if not keys & {"embedding/kernel", "opt/target/embedding/kernel", "params/embedding/kernel"}:
+        raise ValueError(f"no 'embedding/kernel' among its {len(keys)} arrays")
+
+
+def download(
+    name: str,
+    variant: str = "imagenet21k",
+    dest: str | os.PathLike = "Pretrained",
+    *,
+    timeout: float = 10.0,
+    progress: bool = True,
+) -> Path:
+    """Fetch checkpoint `name` of `variant` to `dest/<variant>_<name>.npz` (resumable) and return its path."""
+    url = url_for(name, variant)
+    final = Path(dest) / local_name(name, variant)
+    if final.is_file() and final.stat().st_size > 0:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
+    try:
+        _fetch(url, part, timeout, progress)
+    except ConnectionError as error:
+        if part.exists() and part.stat().st_size:
+            retry = f"The {part.stat().st_size:,} bytes received are kept in {part}: run the same command to resume"
+        else:
+            retry = "Check the connection and run the command again"
+        raise ConnectionError(
+            f"{error}. {retry}, or download {url} by other means (browser, wget, another machine) "
+            f"and place it at {final}"
+        ) from None
+    try:
+        _verify(part)
+    except ValueError as error:
+        part.unlink(missing_ok=True)
+        raise ValueError(
+            f"the file downloaded from {url} is not a valid ViT checkpoint ({error}); it was deleted: "
+            f"run the command again, or download it by other means and place it at {final}"
+        ) from None
+    os.replace(part, final)  # only a complete, readable file gets the final name
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitlab.download", description=__doc__.splitlines()[0])
+    parser.add_argument("name", nargs="?", help="checkpoint name, e.g. ViT-B_16 (see --list)")
+    parser.add_argument("--variant", default="imagenet21k", choices=VARIANTS, help="which pre-training")
+    parser.add_argument("--dest", default="Pretrained", help="folder to download into")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
+    parser.add_argument("--list", action="store_true", help="print every known checkpoint and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        print(list_checkpoints())
+        return 0
+    if args.name is None:
+        parser.error("give a checkpoint name (e.g. ViT-B_16) or --list")
+    try:
+        path = download(args.name, args.variant, args.dest, timeout=args.timeout)
+    except (ConnectionError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Classify images with a trained or pre-trained ViT: top-k labels with probabilities.
+
+    python -m vitlab.predict cat.png --model_type ViT-B_16 --checkpoint runs/cifar10/best.pt
+    python -m vitlab.predict cat.png --model_type ViT-B_16 \\
+        --checkpoint Pretrained/imagenet21k+imagenet2012_ViT-B_16.npz --labels ilsvrc2012_wordnet_lemmas.txt
+
+`.pt` files are vitlab run checkpoints (they carry the architecture and the class names);
+`.npz` files are Google's checkpoints, whose image size, class count and pooling are read from the
+file, with ImageNet names from `--labels` (one name per line) or class indices otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vitlab.model import VisionTransformer
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def load_image(image: str | os.PathLike | Image.Image | torch.Tensor, img_size: int) -> torch.Tensor:
+    """An image as the model's input: (3, img_size, img_size), resized bilinearly, scaled to [-1, 1].
+
+    Tensors are (3, H, W), float in [0, 1] or uint8. The [-1, 1] range is the preprocessing of
+    Google's ViT training and fine-tuning (pixel / 127.5 - 1).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"image {image} does not exist")
+        with Image.open(image) as opened:
+            image = opened.convert("RGB")
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)  # (H, W, 3)
+        return pixels.permute(2, 0, 1) * 2.0 - 1.0  # (3, H, W)
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"expected an image path, a PIL image or a (3, H, W) tensor, got {shape}")
+    pixels = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    if pixels.shape[1:] != (img_size, img_size):
+        pixels = F.interpolate(pixels[None], size=(img_size, img_size), mode="bilinear", antialias=True)[0]
+    return pixels * 2.0 - 1.0
+
+
+@torch.no_grad()
+def predict(
+    model: VisionTransformer,
+    image: str | os.PathLike | Image.Image | torch.Tensor,
+    top_k: int = 3,
+    class_names: list[str] | tuple[str, ...] | None = None,
+) -> list[tuple[str, float]]:
+    """The `top_k` most probable classes of one image: [(label, probability), ...], best first.
+
+    Labels are `class_names[i]` when given, else the class index as a string.
+    """
+    parameter = next(model.parameters())
+    x = load_image(image, model.cfg.img_size)[None].to(parameter.device, parameter.dtype)  # (1, 3, S, S)
+    was_training = model.training
+    model.eval()
+    try:
+        probabilities = model(x).float().softmax(dim=-1)[0]  # (num_classes,)
+    finally:
+        model.train(was_training)
+    if class_names is not None and len(class_names) != probabilities.shape[0]:
+        raise ValueError(f"{len(class_names)} class names for a model with {probabilities.shape[0]} classes")
+    values, indices = probabilities.topk(min(top_k, probabilities.shape[0]))
+    labels = [class_names[i] if class_names is not None else str(i) for i in indices.tolist()]
+    return list(zip(labels, values.tolist()))
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """Class names from a text file, one per line (e.g. ImageNet's `ilsvrc2012_wordnet_lemmas.txt`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label file {path} does not exist: give a text file with one class name per line")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def model_from_npz(
+    model_type: str, path: str | os.PathLike, num_classes: int | None = None, img_size: int | None = None
+) -> VisionTransformer:
+    """Build `model_type` shaped like Google's checkpoint at `path` (grid, classes, pooling) and load it."""
+    from vitlab.factory import create_model
+    from vitlab.pretrained import load_pretrained, read_npz
+
+    path = Path(path)
+    if not path.is_file():  # a known Google name is downloaded by load_pretrained; do it before reading
+        from vitlab.download import download, known_checkpoint
+
+        if (known := known_checkpoint(path.name)) is not None:
+            download(known[0], variant=known[1], dest=path.parent)
+    arrays = read_npz(path)
+    overrides = {}
+    if "cls" not in arrays:  # Google's "gap" models: mean of the patch tokens, no class token
+        overrides.update(classifier="gap", class_token=False)
+    if "pre_logits/bias" in arrays:
+        overrides["representation_size"] = int(arrays["pre_logits/bias"].shape[0])
+    if num_classes is None and "head/bias" in arrays:
+        num_classes = int(arrays["head/bias"].shape[0])
+    if img_size is None:
+        patch_size = int(arrays["embedding/kernel"].shape[0])
+        num_patches = arrays["Transformer/posembed_input/pos_embedding"].shape[1] - (1 if "cls" in arrays else 0)
+        img_size = int(round(num_patches**0.5)) * patch_size
+    del arrays
+    model = create_model(model_type, num_classes=num_classes, img_size=img_size, **overrides)
+    load_pretrained(model, path, verbose=False)
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitlab.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+    parser.add_argument("--model_type", default="ViT-B_16", help="preset name (see vitlab.list_models())")
+    parser.add_argument("--checkpoint", required=True, help="a vitlab run checkpoint (.pt) or Google's .npz")
+    parser.add_argument("--top_k", type=int, default=3, help="how many classes to show per image")
+    parser.add_argument("--labels", help="text file of class names, one per line (e.g. ImageNet-1k)")
+    parser.add_argument("--num_classes", type=int, help=".npz only: classes of the head (default: the file's)")
+    parser.add_argument("--img_size", type=int, help=".npz only: input size (default: the file's grid)")
+    args = parser.parse_args(argv)
+    try:
+        model, class_names = _load(args)
+        for image in args.images:
+            print(image)
+            for rank, (label, probability) in enumerate(predict(model, image, args.top_k, class_names), start=1):
+                print(f"  {rank}. {label:<30} {100 * probability:6.2f}%")
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load(args) -> tuple[VisionTransformer, list[str] | None]:
+    checkpoint = Path(args.checkpoint)
+    if checkpoint.suffix == ".npz":
+        model, class_names = model_from_npz(args.model_type, checkpoint, args.num_classes, args.img_size), None
+    else:
+        from vitlab.checkpoint import model_from_checkpoint
+
+        model, class_names = model_from_checkpoint(checkpoint)
+    if args.labels:
+        class_names = read_labels(args.labels)
+    return model, class_names
+
+
+if __name__ == "__main__":
+    sys.exit(main())
