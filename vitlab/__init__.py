@@ -1,12 +1,18 @@
 """vitlab: the Vision Transformer, readable and exact, for notebooks, experiments and the command line.
 
-The model and the presets import at once; the heavier parts (training, TensorBoard, data) load on
-first use, so `import vitlab` stays quick.
+The model, checkpoints and prediction import at once; training and evaluation (TensorBoard, data)
+load on first use.
 """
 
 import importlib
+import warnings
+
+# `python -m vitlab.train` runs a module that `import vitlab` has already loaded (so that
+# `vitlab.train` is the function, not the module); runpy's warning about that is expected.
+warnings.filterwarnings("ignore", message=r".*'vitlab\.\w+' found in sys\.modules", category=RuntimeWarning)
 
 from vitlab.configs import ModelConfig, get_model_config
+from vitlab.download import download
 from vitlab.factory import create_model, list_models, show_support_list
 from vitlab.model import (
     MLP,
@@ -17,16 +23,14 @@ from vitlab.model import (
     VisionTransformer,
     resize_pos_embed,
 )
+from vitlab.predict import predict
+from vitlab.pretrained import load_pretrained, save_npz
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it, imported on first access
 _LAZY = {
     "VITConfig": "vitlab.configs",
-    "load_pretrained": "vitlab.pretrained",
-    "save_npz": "vitlab.pretrained",
-    "download": "vitlab.download",
-    "predict": "vitlab.predict",
     "train": "vitlab.train",
     "evaluate": "vitlab.evaluate",
 }
@@ -47,9 +51,13 @@ __all__ = [
     "PatchEmbedding",
     "VisionTransformer",
     "create_model",
+    "download",
     "get_model_config",
     "list_models",
+    "load_pretrained",
+    "predict",
     "resize_pos_embed",
+    "save_npz",
     "show_support_list",
     *_LAZY,
 ]
