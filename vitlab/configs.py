@@ -35,6 +35,7 @@ class ModelConfig:
     dropout_rate: float = 0.0  # dropout after position embeddings, attention output and MLP layers
     attention_dropout_rate: float = 0.0  # dropout on the attention probabilities
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linearly less before it)
+    resnet_layers: tuple[int, ...] | None = None  # hybrid: ResNet units per stage feeding 1x1 patches; None = pixels
 
     @property
     def num_patches(self) -> int:
@@ -74,6 +75,9 @@ PRESETS: dict[str, ModelConfig] = {
     # MAE-pre-trained ViT-B/16 fine-tuned on ImageNet-1k: global average pooling of the patch
     # tokens (the CLS token is kept but unused) and the final LayerNorm on the pooled vector.
     "ViT-B_16-MAE": _imagenet(16, 768, 12, 12, 3072, classifier="gap", fc_norm=True),
+    # The hybrid: a ResNet-50 stem (its first three stages, the third with 9 units) makes a 14 x 14
+    # feature map of 224px images; each position is a token (patch_size = the ResNet's stride 16).
+    "R50-ViT-B_16": _imagenet(16, 768, 12, 12, 3072, resnet_layers=(3, 4, 9)),
     # From scratch on CIFAR (32 x 32, patch 4 -> 64 tokens).
     # 2.7 M parameters: the ViT of Lee et al., "Vision Transformer for Small-Size Datasets".
     "ViT-CIFAR-3M": _cifar(192, 9, 12, 384),
@@ -92,6 +96,8 @@ ALIASES: dict[str, str] = {
     "vit_l_32_224": "ViT-L_32",
     # MindFormers' MAE-fine-tuned ViT-B/16
     "vit_base_p16": "ViT-B_16-MAE",
+    # Google's file name of the hybrid (imagenet21k/R50+ViT-B_16.npz)
+    "R50+ViT-B_16": "R50-ViT-B_16",
     # torchvision's names
     "vit_b_16": "ViT-B_16",
     "vit_b_32": "ViT-B_32",
@@ -292,8 +298,8 @@ EXPERIMENTS: dict[str, dict] = {
 }
 
 
-def get_experiment(name: str, **overrides) -> VITConfig:
-    """The ready-made experiment `name` ("finetune", "scratch", "smoke") with `overrides` applied."""
-    if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; valid names: {', '.join(EXPERIMENTS)}")
-    return VITConfig(**EXPERIMENTS[name]).replace(**overrides)
+def get_experiment(experiment: str, /, **overrides) -> VITConfig:
+    """The ready-made experiment ("finetune", "scratch", "smoke") with `overrides` applied."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; valid names: {', '.join(EXPERIMENTS)}")
+    return VITConfig(**EXPERIMENTS[experiment]).replace(**overrides)

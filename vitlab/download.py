@@ -2,6 +2,8 @@
 
     python -m vitlab.download ViT-B_16                      # -> Pretrained/imagenet21k_ViT-B_16.npz
     python -m vitlab.download ViT-B_16 --variant imagenet21k+imagenet2012
+    python -m vitlab.download R50+ViT-B_16                  # the hybrid (ResNet-50 stem + ViT-B/16)
+    python -m vitlab.download mae_finetuned_vit_base        # MAE's ViT-B/16 (PyTorch, for vit_base_p16)
     python -m vitlab.download --list
 
 Downloads go to `<file>.part`, resume from there with an HTTP Range request when interrupted, and
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 
 BASE_URL = "https://storage.googleapis.com/vit_models/"
 URL_ENV = "VITLAB_PRETRAINED_URL"
-VARIANTS = ("imagenet21k", "imagenet21k+imagenet2012", "augreg")
+VARIANTS = ("imagenet21k", "imagenet21k+imagenet2012", "augreg", "mae")
 
 # The best upstream checkpoint of each size from "How to train your ViT?" (Steiner et al., AugReg),
 # as recommended in the README of google-research/vision_transformer. Pre-trained on ImageNet-21k,
@@ -46,14 +48,18 @@ CHECKPOINTS: dict[str, dict[str, str]] = {
     # The paper's ImageNet-21k pre-training (21843 classes, with a pre-logits layer): the
     # starting point for fine-tuning, e.g. ViT-B_16 on CIFAR-10.
     "imagenet21k": {
-        name: f"imagenet21k/{name}.npz" for name in ("ViT-B_16", "ViT-B_32", "ViT-L_16", "ViT-L_32", "ViT-H_14")
+        name: f"imagenet21k/{name}.npz"
+        for name in ("ViT-B_16", "ViT-B_32", "ViT-L_16", "ViT-L_32", "ViT-H_14", "R50+ViT-B_16")
     },
     # Then fine-tuned on ImageNet-1k (1000 classes, no pre-logits): at 384 px, or 224 px for "-224".
     "imagenet21k+imagenet2012": {
         name: f"imagenet21k+imagenet2012/{name}.npz"
-        for name in ("ViT-B_16", "ViT-B_16-224", "ViT-B_32", "ViT-L_16", "ViT-L_16-224", "ViT-L_32")
+        for name in ("ViT-B_16", "ViT-B_16-224", "ViT-B_32", "ViT-L_16", "ViT-L_16-224", "ViT-L_32", "R50+ViT-B_16")
     },
     "augreg": {name: f"augreg/{file}" for name, file in AUGREG_FILES.items()},
+    # Not Google's: MAE's ViT-B/16 fine-tuned on ImageNet-1k (83.6% top-1), a PyTorch state dict in
+    # timm's names for the vit_base_p16 preset. Full addresses keep the publisher's file name locally.
+    "mae": {"mae_finetuned_vit_base": "https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_base.pth"},
 }
 
 CHUNK = 1 << 20
@@ -78,20 +84,22 @@ def _check(name: str, variant: str) -> None:
 def url_for(name: str, variant: str = "imagenet21k") -> str:
     """The exact address of a checkpoint."""
     _check(name, variant)
-    return base_url() + CHECKPOINTS[variant][name]
+    file = CHECKPOINTS[variant][name]
+    return file if "://" in file else base_url() + file
 
 
 def local_name(name: str, variant: str = "imagenet21k") -> str:
-    """The file name under `Pretrained/`: `<variant>_<name>.npz`."""
+    """The file name under `Pretrained/`: `<variant>_<name>.npz`, or the publisher's name for other hosts."""
     _check(name, variant)
-    return f"{variant}_{name}.npz"
+    file = CHECKPOINTS[variant][name]
+    return file.rsplit("/", 1)[-1] if "://" in file else f"{variant}_{name}.npz"
 
 
 def known_checkpoint(filename: str) -> tuple[str, str] | None:
     """(name, variant) when `filename` is the local name of a known checkpoint, else None."""
     for variant, names in CHECKPOINTS.items():
         for name in names:
-            if filename == f"{variant}_{name}.npz":
+            if filename == local_name(name, variant):
                 return name, variant
     return None
 
@@ -154,8 +162,13 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
         raise ConnectionError(f"download of {url} interrupted after {received:,} of {total:,} bytes")
 
 
-def _verify(path: Path) -> None:
-    """The file opens as an `.npz` without pickles and holds a ViT patch embedding."""
+def _verify(path: Path, suffix: str = ".npz") -> None:
+    """The file opens as an `.npz` without pickles (or a weights-only PyTorch file) and holds a ViT."""
+    if suffix != ".npz":
+        from vitlab.state_dicts import detect_layout, read_torch_state_dict
+
+        detect_layout(read_torch_state_dict(path))  # a CheckpointError (a ValueError) says what is wrong
+        return
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)
@@ -173,7 +186,7 @@ def download(
     timeout: float = 10.0,
     progress: bool = True,
 ) -> Path:
-    """Fetch checkpoint `name` of `variant` to `dest/<variant>_<name>.npz` (resumable) and return its path."""
+    """Fetch checkpoint `name` of `variant` to `dest/local_name(name, variant)` (resumable); returns its path."""
     url = url_for(name, variant)
     final = Path(dest) / local_name(name, variant)
     if final.is_file() and final.stat().st_size > 0:
@@ -192,7 +205,7 @@ def download(
             f"and place it at {final}"
         ) from None
     try:
-        _verify(part)
+        _verify(part, final.suffix)
     except ValueError as error:
         part.unlink(missing_ok=True)
         raise ValueError(
@@ -206,7 +219,7 @@ def download(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitlab.download", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="checkpoint name, e.g. ViT-B_16 (see --list)")
-    parser.add_argument("--variant", default="imagenet21k", choices=VARIANTS, help="which pre-training")
+    parser.add_argument("--variant", choices=VARIANTS, help="which pre-training (default: the first that has name)")
     parser.add_argument("--dest", default="Pretrained", help="folder to download into")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
     parser.add_argument("--list", action="store_true", help="print every known checkpoint and exit")
@@ -217,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.name is None:
         parser.error("give a checkpoint name (e.g. ViT-B_16) or --list")
     try:
-        path = download(args.name, args.variant, args.dest, timeout=args.timeout)
+        variant = args.variant or next((v for v, names in CHECKPOINTS.items() if args.name in names), "imagenet21k")
+        path = download(args.name, variant, args.dest, timeout=args.timeout)
     except (ConnectionError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

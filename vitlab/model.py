@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.ops import stochastic_depth
 
 from vitlab.configs import CLASSIFIERS, ModelConfig
+from vitlab.hybrid import HybridEmbedding
 
 LAYER_NORM_EPS = 1e-6  # the value of Google's implementation; PyTorch's default 1e-5 changes logits
 
@@ -181,9 +182,13 @@ class VisionTransformer(nn.Module):
         if cfg.classifier not in CLASSIFIERS:
             raise ValueError(f"unknown classifier {cfg.classifier!r}: choose one of {', '.join(CLASSIFIERS)}")
         self.cfg = cfg
-        self.patch_embed = PatchEmbedding(
+        embed_args = dict(
             img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, hidden_size=cfg.hidden_size
         )
+        if cfg.resnet_layers:  # the hybrid model: ResNet features instead of pixels (vitlab/hybrid.py)
+            self.patch_embed = HybridEmbedding(**embed_args, layers=cfg.resnet_layers)
+        else:
+            self.patch_embed = PatchEmbedding(**embed_args)
         self.num_prefix_tokens = 1 if cfg.class_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.hidden_size)) if cfg.class_token else None
         num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches

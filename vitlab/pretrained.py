@@ -3,7 +3,8 @@
 Loading happens in two stages so that other checkpoint formats only need a reader:
 
 1. a reader turns the file into a state dict with vitlab's names and PyTorch layouts
-   (`read_npz` + `npz_to_state_dict` for Google's files);
+   (`read_npz` + `npz_to_state_dict` for Google's files, `vitlab.state_dicts` for PyTorch files
+   in timm's, torchvision's or vitlab's names);
 2. `apply_state_dict` adapts it to the model (position-embedding grid, head, pre-logits), checks
    every key and shape *before* touching the model, then loads it in one `load_state_dict` call.
    A failed check leaves the model exactly as it was.
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitlab.hybrid import google_backbone_names
 from vitlab.model import VisionTransformer, resize_pos_embed
 
 __all__ = [
@@ -85,7 +87,7 @@ def _what_to_do(path: Path) -> str:
     known = known_checkpoint(path.name)
     if known is None:
         return (
-            f"download a Google ViT .npz (see `python -m vitlab.download --list`) and place it at {path}, "
+            f"download a checkpoint (see `python -m vitlab.download --list`) and place it at {path}, "
             "or pass the path of one you have"
         )
     name, variant = known
@@ -222,6 +224,7 @@ def npz_to_state_dict(arrays: dict[str, np.ndarray], model: VisionTransformer) -
     }
     if "cls" in arrays:  # Google's "gap" models have no class token
         state["cls_token"] = take("cls", 3)  # (1, 1, D)
+    state.update(_backbone(arrays, model, take))
     for index in _block_indices(arrays):
         state.update(_block(arrays, index, model.encoder.blocks[0].attn.num_heads, model.cfg.hidden_size))
         used.update(key for key in arrays if key.startswith(BLOCK.format(index)))
@@ -236,6 +239,23 @@ def npz_to_state_dict(arrays: dict[str, np.ndarray], model: VisionTransformer) -
             used.update(f"{key}/{s}" for s in suffixes)
     for key in arrays.keys() - used:
         state[key] = torch.from_numpy(np.asarray(arrays[key]))
+    return state
+
+
+def _backbone(arrays, model: VisionTransformer, take) -> dict[str, torch.Tensor]:
+    """The hybrid's ResNet: HWIO kernels as PyTorch's OIHW, GroupNorm scales as weights."""
+    if not model.cfg.resnet_layers:
+        if "conv_root/kernel" in arrays:
+            raise CheckpointError(
+                "checkpoint is a hybrid (a ResNet stem, 'conv_root/kernel') but the model embeds pixel patches: "
+                "build it with the R50-ViT-B_16 preset (resnet_layers=(3, 4, 9))"
+            )
+        return {}
+    state = {}
+    for key, ours in google_backbone_names(model.patch_embed.backbone).items():
+        if key in arrays:  # a missing one is reported by apply_state_dict under its Google name
+            value = take(key, arrays[key].ndim)
+            state[ours] = value.permute(3, 2, 0, 1) if value.ndim == 4 else value
     return state
 
 
@@ -394,10 +414,11 @@ def _google_names(model: VisionTransformer) -> dict[str, str]:
 def load_pretrained(
     model: VisionTransformer, path: str | os.PathLike, *, download: bool = True, verbose: bool = True
 ) -> LoadReport:
-    """Load Google's `.npz` checkpoint into `model`: resized positions, new head if the classes differ.
+    """Load a checkpoint into `model`: resized positions, new head if the classes differ.
 
-    A missing file with a known Google name (e.g. `Pretrained/imagenet21k_ViT-B_16.npz`) is
-    downloaded first when `download=True`.
+    Google's `.npz` files, and PyTorch state dicts (`.pth`, `.pt`, `.bin`, `.safetensors`) in timm's,
+    torchvision's or vitlab's key names (MAE's releases use timm's). A missing file with a known
+    name (e.g. `Pretrained/imagenet21k_ViT-B_16.npz`) is downloaded first when `download=True`.
     """
     path = Path(path)
     if not path.is_file() and download:
@@ -407,12 +428,20 @@ def load_pretrained(
         known = known_checkpoint(path.name)
         if known is not None:
             fetch(known[0], variant=known[1], dest=path.parent)
-    arrays = read_npz(path)
-    try:
-        state = npz_to_state_dict(arrays, model)
-    except CheckpointError as error:
-        raise CheckpointError(f"{path}: {error}") from None
-    report = apply_state_dict(model, state, source=str(path), key_names=_google_names(model))
+    if path.suffix.lower() in (".pth", ".pt", ".bin", ".safetensors"):
+        from vitlab.state_dicts import read_for_model
+
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist: {_what_to_do(path)}")
+        state, key_names = read_for_model(path, model)
+    else:
+        arrays = read_npz(path)
+        try:
+            state = npz_to_state_dict(arrays, model)
+        except CheckpointError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        key_names = _google_names(model)
+    report = apply_state_dict(model, state, source=str(path), key_names=key_names)
     if verbose:
         print(report.summary())
     return report
@@ -449,6 +478,8 @@ def _export_names(model: VisionTransformer) -> dict[str, str]:
             (ATTENTION + "query|key|value/bias", "attn.to_qkv.bias"),
         ):
             names[block + google] = torch_block + ours
+    if model.cfg.resnet_layers:
+        names.update(google_backbone_names(model.patch_embed.backbone))
     return names
 
 
@@ -473,6 +504,10 @@ def state_dict_to_npz(model: VisionTransformer) -> dict[str, np.ndarray]:
             arrays[f"{key}/bias"] = state[f"{prefix}.bias"]
     for i in range(len(model.encoder.blocks)):
         arrays.update(_export_block(state, i, heads))
+    if model.cfg.resnet_layers:
+        for key, ours in google_backbone_names(model.patch_embed.backbone).items():
+            value = state[ours]
+            arrays[key] = value.permute(2, 3, 1, 0) if value.ndim == 4 else value  # OIHW -> HWIO
     return {key: np.ascontiguousarray(value.numpy(), dtype=np.float32) for key, value in arrays.items()}
 
 

@@ -1,0 +1,162 @@
+"""PyTorch state dicts from timm, torchvision and vitlab itself, read safely and renamed to vitlab's keys.
+
+file (.pth / .pt / .bin / .safetensors)
+  -> read_torch_state_dict   tensors only (weights_only=True), unwrapped from {"model": ...}
+  -> detect_layout           "timm" (also MAE's releases), "torchvision" or "vitlab"
+  -> to_vitlab_state_dict    vitlab's key names, plus the file's own names for error messages
+  -> vitlab.pretrained.apply_state_dict   the same checks, resizing and atomic load as for .npz
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from vitlab.convert import timm_to_vitlab, torchvision_to_vitlab, vitlab_to_timm, vitlab_to_torchvision
+from vitlab.model import VisionTransformer
+from vitlab.pretrained import CheckpointError
+
+__all__ = [
+    "TORCH_SUFFIXES",
+    "detect_layout",
+    "read_for_model",
+    "read_torch_state_dict",
+    "to_vitlab_state_dict",
+    "torchvision_to_vitlab",
+]
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+LAYOUTS = ("timm", "torchvision", "vitlab")
+# Training scripts wrap the weights: MAE and vitlab's trainer under "model", Lightning under "state_dict".
+WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
+# DistributedDataParallel and torch.compile put these in front of every key.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+# --- reading ---------------------------------------------------------------------------------------
+def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a `.pth` / `.pt` / `.bin` (weights only) or `.safetensors` file, unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path (python -m vitlab.download --list)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes), an interrupted download: fetch it again")
+    if path.suffix.lower() == ".safetensors":
+        content = _read_safetensors(path)
+    else:
+        content = _read_pickle(path)
+    return _unwrap(content, path)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors raises its own SafetensorError for bad headers and short files
+        raise CheckpointError(
+            f"checkpoint {path} ({path.stat().st_size:,} bytes) is truncated or not a .safetensors file "
+            f"({type(error).__name__}: {error}): delete it and fetch it again"
+        ) from error
+
+
+def _read_pickle(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # weights_only reports refused classes and plain garbage alike; only the former names a global.
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found is None and "allowlist" not in str(error):
+            raise _unreadable(path, error) from error
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"checkpoint {path} contains a pickled Python object{what} besides tensors; it is refused because "
+            "unpickling can run arbitrary code (torch.load weights_only=True). If you trust the file, re-save only "
+            "its tensors: torch.save(torch.load(path, weights_only=False)['model'], 'weights.pth')"
+        ) from error
+    except Exception as error:  # a damaged file fails in many ways: OSError, RuntimeError, EOFError, struct.error
+        raise _unreadable(path, error) from error
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return CheckpointError(
+        f"checkpoint {path} ({path.stat().st_size:,} bytes) cannot be read ({type(error).__name__}: {first_line}): "
+        "the file is truncated or not a PyTorch checkpoint; delete it and fetch it again"
+    )
+
+
+def _is_state_dict(content) -> bool:
+    return isinstance(content, dict) and bool(content) and all(isinstance(v, torch.Tensor) for v in content.values())
+
+
+def _unwrap(content, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict itself: found under a wrapper key if needed, without DDP / compile prefixes."""
+    if not _is_state_dict(content) and isinstance(content, dict):
+        inner = next((content[key] for key in WRAPPER_KEYS if _is_state_dict(content.get(key))), None)
+        content = inner if inner is not None else content
+    if not _is_state_dict(content):
+        what = f"a dict with keys {sorted(content)[:8]}" if isinstance(content, dict) else f"a {type(content).__name__}"
+        raise CheckpointError(
+            f"checkpoint {path} holds {what}, not a state dict (names -> tensors) or one under "
+            f"{' / '.join(repr(k) for k in WRAPPER_KEYS)}"
+        )
+    for prefix in WRAPPER_PREFIXES:
+        if all(key.startswith(prefix) for key in content):
+            content = {key.removeprefix(prefix): value for key, value in content.items()}
+    return dict(content)
+
+
+# --- layouts ---------------------------------------------------------------------------------------
+def detect_layout(state_dict: dict[str, torch.Tensor]) -> str:
+    """Which library's key names a ViT state dict uses: "timm", "torchvision" or "vitlab"."""
+    keys = set(state_dict)
+    if "class_token" in keys or "conv_proj.weight" in keys or any(k.startswith("encoder.layers.") for k in keys):
+        return "torchvision"
+    if any(k.startswith("encoder.blocks.") for k in keys):
+        return "vitlab"
+    if any(k.startswith("blocks.") for k in keys) or "patch_embed.proj.weight" in keys:
+        return "timm"
+    preview = ", ".join(sorted(keys)[:6])
+    raise CheckpointError(
+        f"cannot tell whose Vision Transformer these weights are (keys: {preview}, ...): expected timm's names "
+        "(blocks.0.attn.qkv.weight), torchvision's (encoder.layers.encoder_layer_0...) or vitlab's "
+        "(encoder.blocks.0...)"
+    )
+
+
+_TO_VITLAB = {"timm": timm_to_vitlab, "torchvision": torchvision_to_vitlab, "vitlab": dict}
+_FROM_VITLAB = {"timm": vitlab_to_timm, "torchvision": vitlab_to_torchvision, "vitlab": dict}
+
+
+def to_vitlab_state_dict(
+    state_dict: dict[str, torch.Tensor], model: VisionTransformer, layout: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Rename to vitlab's keys: returns (state dict, {vitlab key: the file's own key name} for messages)."""
+    layout = layout or detect_layout(state_dict)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    renamed = _TO_VITLAB[layout](state_dict)
+    # Names the file uses (or would use, for keys it lacks), so errors speak the file's language.
+    model_keys = list(model.state_dict())
+    key_names = dict(zip(model_keys, _FROM_VITLAB[layout](dict.fromkeys(model_keys))))
+    key_names.update(zip(renamed, state_dict))
+    if "fc_norm.weight" in renamed and not model.cfg.fc_norm:
+        raise CheckpointError(
+            "the checkpoint normalises the pooled vector (fc_norm, MAE style) but the model normalises every token: "
+            "build the model with fc_norm=True, classifier='gap' (the preset vit_base_p16 for MAE's ViT-B/16)"
+        )
+    return renamed, key_names
+
+
+def read_for_model(path: str | os.PathLike, model: VisionTransformer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a PyTorch weights file and rename it for `model`: (vitlab state dict, key names for messages)."""
+    state_dict = read_torch_state_dict(path)
+    try:
+        return to_vitlab_state_dict(state_dict, model)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
