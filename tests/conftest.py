@@ -21,3 +21,13 @@ def randomize_(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
             else:
                 p.copy_(std * torch.randn_like(p))
     return model
+
+
+@pytest.fixture(scope="session")
+def synthetic_cifar(tmp_path_factory):
+    """A small synthetic CIFAR-10 folder in the real pickle layout (2000 train / 500 test images)."""
+    from vitlab.data import write_synthetic_cifar
+
+    root = tmp_path_factory.mktemp("synthetic_cifar")
+    write_synthetic_cifar(root, num_train=2000, num_test=500, seed=0)
+    return root
