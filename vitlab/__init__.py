@@ -1,18 +1,14 @@
-"""vitlab: the Vision Transformer, readable and exact, for notebooks, experiments and the command line.
+"""vitlab: the Vision Transformer, readable and exact, for notebooks, experiments and the command line."""
 
-The model, checkpoints and prediction import at once; training and evaluation (TensorBoard, data)
-load on first use.
-"""
-
-import importlib
 import warnings
 
 # `python -m vitlab.train` runs a module that `import vitlab` has already loaded (so that
 # `vitlab.train` is the function, not the module); runpy's warning about that is expected.
 warnings.filterwarnings("ignore", message=r".*'vitlab\.\w+' found in sys\.modules", category=RuntimeWarning)
 
-from vitlab.configs import ModelConfig, get_model_config
+from vitlab.configs import EXPERIMENTS, ModelConfig, VITConfig, get_experiment, get_model_config
 from vitlab.download import download
+from vitlab.evaluate import evaluate
 from vitlab.factory import create_model, list_models, show_support_list
 from vitlab.model import (
     MLP,
@@ -25,33 +21,24 @@ from vitlab.model import (
 )
 from vitlab.predict import predict
 from vitlab.pretrained import load_pretrained, save_npz
+from vitlab.train import train
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it, imported on first access
-_LAZY = {
-    "VITConfig": "vitlab.configs",
-    "train": "vitlab.train",
-    "evaluate": "vitlab.evaluate",
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
-
-
 __all__ = [
     "MLP",
+    "EXPERIMENTS",
     "Attention",
     "Encoder",
     "EncoderBlock",
     "ModelConfig",
     "PatchEmbedding",
+    "VITConfig",
     "VisionTransformer",
     "create_model",
     "download",
+    "evaluate",
+    "get_experiment",
     "get_model_config",
     "list_models",
     "load_pretrained",
@@ -59,5 +46,5 @@ __all__ = [
     "resize_pos_embed",
     "save_npz",
     "show_support_list",
-    *_LAZY,
+    "train",
 ]
