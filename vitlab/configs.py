@@ -176,6 +176,7 @@ class VITConfig:
     data_dir: str = "./data"  # where CIFAR is found or downloaded to
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields changed from the preset
     compile: bool = False  # wrap the model in torch.compile (faster on GPU after a slow first step)
+    device_augment: bool = False  # CIFAR as uint8 on the device, "finetune"/"none" augmentation there (no PIL)
     resume: str | None = None  # checkpoint to continue from, or "last" for save_dir/<run name>/last.pt
     log_every: int = 50  # log training scalars every so many steps (the only steps that sync with the GPU)
     progress: bool = True  # show a tqdm progress bar

@@ -231,8 +231,25 @@ def build_train_loader(cfg: VITConfig, dataset: Dataset, micro: int, env: Distri
     )
 
 
+def build_device_batches(cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int):
+    """`cfg.device_augment`: the same stream of samples, augmented on the device from a uint8 copy of CIFAR."""
+    from vitlab.augment import DeviceAugment, DeviceBatches, DeviceEvalTransform, uint8_cifar
+
+    if cfg.augment not in ("finetune", "none"):
+        raise ValueError(
+            f"device_augment does the 'finetune' augmentation (crop area 0.05-1, flip) or 'none' (resize), "
+            f"not {cfg.augment!r}: set augment='finetune' or device_augment=False"
+        )
+    images, labels = uint8_cifar(dataset)
+    sampler = StepSampler(
+        len(labels), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
+    )
+    augment = DeviceAugment(cfg.img_size) if cfg.augment == "finetune" else DeviceEvalTransform(cfg.img_size)
+    return DeviceBatches(images, labels, sampler, micro, augment, cfg.seed, env.device)
+
+
 def prepare_batch(batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A loader batch on the device; the one place for device-side augmentation to plug in."""
+    """A loader batch on the device (a no-op for `build_device_batches`, whose batches are there already)."""
     images, labels = batch
     return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
@@ -496,7 +513,8 @@ class _Run:
     def loop(self) -> None:
         cfg, env = self.cfg, self.env
         model = self.wrapped_model().train()
-        batches = iter(build_train_loader(cfg, self.train_set, self.micro, env, self.step))
+        build_batches = build_device_batches if cfg.device_augment else build_train_loader
+        batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step))
         bar = tqdm(total=cfg.num_steps, initial=self.step, disable=not (env.is_main and cfg.progress), desc="train")
         window_loss, window_start, window_steps = torch.zeros((), device=self.device), time.perf_counter(), 0
         while self.step < cfg.num_steps:

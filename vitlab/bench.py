@@ -1,0 +1,472 @@
+"""Throughput of vitlab against timm's VisionTransformer, and of the data pipelines.
+
+    python -m vitlab.bench --model ViT-S_16 --img_size 224 --batch_size 32 --precision bf16 [--compile]
+                           [--device cpu|cuda] [--repeats 5] [--steps 5] [--data]
+
+Both models are built with the same architecture in the same process and measured in turns
+(vitlab fused, vitlab manual, timm fused, timm manual, then again), after warm-up; each figure is
+the median of `repeats` rounds and each ratio the median of the per-round ratios, so a machine
+that gets busier or quieter during the run affects both sides alike. The fastest round of each
+variant is reported too: on a machine shared with other jobs, interference only adds time. A training step is forward,
+cross-entropy, backward and an SGD step; inference is a forward pass under `torch.inference_mode`.
+
+Model FLOPs are counted analytically (see `vit_flops`): per image, every weight matrix costs
+2 FLOPs per token it multiplies, attention adds 2 * 2 * T^2 * D per layer (Q K^T and probs @ V),
+and a training step costs 3x the forward pass (the backward pass computes gradients for both the
+activations and the weights). Model FLOPs utilisation (MFU) divides the achieved FLOP/s by the
+GPU's dense bf16 peak (`PEAK_TFLOPS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitlab.configs import ModelConfig
+from vitlab.factory import create_model
+
+# Dense bf16 tensor-core peaks in TFLOP/s (fp16 for GPUs without bf16), from NVIDIA's data sheets;
+# the first name found in `torch.cuda.get_device_name()` wins, so the more specific ones come first.
+PEAK_TFLOPS = {
+    "H100 PCIe": 756.0,
+    "H100": 989.0,  # SXM
+    "H200": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "V100": 125.0,  # fp16
+    "T4": 65.0,  # fp16
+}
+
+PRECISIONS = ("fp32", "bf16")
+
+
+# --- FLOPs ---------------------------------------------------------------------------------------
+def vit_flops(cfg: ModelConfig) -> int:
+    """Forward FLOPs of one image (multiply-add = 2 FLOPs): weight matmuls, patch embedding and attention.
+
+    Per encoder layer: 2 * T * (4 D^2 + 2 D M) for qkv, output projection and the MLP, plus
+    2 * 2 * T^2 * D for Q K^T and probs @ V. The patch embedding is a matmul of N patches with a
+    (P^2 C, D) matrix; the head multiplies one pooled vector. Biases, LayerNorm, GELU and softmax
+    (a few FLOPs per element, under 1% for ViT-B) are left out, as in the usual MFU accounting.
+    """
+    if getattr(cfg, "resnet_layers", None):
+        raise ValueError("vit_flops counts plain ViTs only: the hybrid's ResNet stem is not included")
+    tokens = cfg.num_patches + (1 if cfg.class_token else 0)
+    d, m = cfg.hidden_size, cfg.mlp_dim
+    per_layer = 2 * tokens * (4 * d * d + 2 * d * m) + 2 * 2 * tokens * tokens * d
+    patch_embed = 2 * cfg.num_patches * cfg.patch_size**2 * cfg.in_chans * d
+    width = d
+    head = 0
+    if cfg.representation_size:
+        head += 2 * d * cfg.representation_size
+        width = cfg.representation_size
+    head += 2 * width * cfg.num_classes
+    return cfg.num_layers * per_layer + patch_embed + head
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of a known GPU, or None."""
+    for name, peak in PEAK_TFLOPS.items():
+        if name in device_name:
+            return peak
+    return None
+
+
+# --- the two models ------------------------------------------------------------------------------
+def timm_twin(cfg: ModelConfig) -> nn.Module:
+    """timm's VisionTransformer with the same architecture as a vitlab model built from `cfg`."""
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    if cfg.representation_size or getattr(cfg, "resnet_layers", None):
+        raise ValueError("the timm twin is a plain ViT without pre-logits: benchmark a preset without them")
+    return TimmViT(
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        in_chans=cfg.in_chans,
+        num_classes=cfg.num_classes,
+        global_pool="token" if cfg.classifier == "token" else "avg",
+        class_token=cfg.class_token,
+        fc_norm=cfg.fc_norm,
+        embed_dim=cfg.hidden_size,
+        depth=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_dim / cfg.hidden_size,
+    )
+
+
+def set_fused(model: nn.Module, enabled: bool) -> None:
+    """Switch fused attention on or off in a vitlab or a timm model (both use a `fused_attn` flag)."""
+    found = False
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = enabled
+            found = True
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no attention module with a `fused_attn` flag")
+
+
+# --- timing --------------------------------------------------------------------------------------
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step_fn(model: nn.Module, device: torch.device, precision: str, compile: bool) -> Callable:
+    """One training step (forward, loss, backward, SGD with momentum) on a fixed batch."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    forward = torch.compile(model) if compile else model
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        model.train()
+        with autocast(device, precision):
+            loss = F.cross_entropy(forward(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def inference_fn(model: nn.Module, device: torch.device, precision: str, compile: bool) -> Callable:
+    """One forward pass in evaluation mode without autograd."""
+    forward = torch.compile(model) if compile else model
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        model.eval()
+        with torch.inference_mode(), autocast(device, precision):
+            forward(images)
+
+    return step
+
+
+def time_steps(step: Callable, images, labels, steps: int, device: torch.device) -> float:
+    """Seconds per call of `step`, averaged over `steps` calls."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(images, labels)
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def alternate(
+    variants: dict[str, Callable], images, labels, *, repeats: int, steps: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per step of every variant, measured in turns: {name: [one figure per round]}."""
+    for step in variants.values():
+        for _ in range(warmup):
+            step(images, labels)
+    synchronize(device)
+    seconds = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, step in variants.items():
+            seconds[name].append(time_steps(step, images, labels, steps, device))
+    return seconds
+
+
+def median_ratio(fast: list[float], slow: list[float]) -> float:
+    """Median over rounds of slow / fast time: > 1 means `fast` is faster (a speed-up)."""
+    return statistics.median(s / f for f, s in zip(fast, slow))
+
+
+# --- the data pipelines --------------------------------------------------------------------------
+class _UInt8Images(torch.utils.data.Dataset):
+    """CIFAR's own __getitem__: a uint8 (H, W, 3) array to a PIL image, then the transform."""
+
+    def __init__(self, data: np.ndarray, transform):
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.data[index])), 0
+
+
+def pil_images_per_sec(data: np.ndarray, img_size: int, batch_size: int, batches: int, workers: int) -> float:
+    """Images/s of the trainer's PIL fine-tuning transforms in DataLoader workers, after the first batch."""
+    from vitlab.data import build_transforms
+
+    # Inception crop (area 0.05-1), flip, to tensor, scale to [-1, 1]: what DeviceAugment replaces.
+    dataset = _UInt8Images(data, build_transforms("finetune", img_size, train=True))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True
+    )
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def device_images_per_sec(
+    data: np.ndarray, img_size: int, batch_size: int, batches: int, device: torch.device
+) -> float:
+    """Images/s of `DeviceAugment` on a uint8 tensor kept on the device, random batches as in training."""
+    from vitlab.augment import DeviceAugment
+
+    images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, H, W) uint8
+    generator = torch.Generator(device).manual_seed(0)
+    augment = DeviceAugment(img_size)
+
+    def batch():
+        index = torch.randint(0, len(images), (batch_size,), generator=generator, device=device)
+        return augment(images[index], generator)
+
+    batch()  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(batches):
+        batch()
+    synchronize(device)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+# --- the benchmark -------------------------------------------------------------------------------
+def run_benchmark(
+    model: str = "ViT-S_16",
+    img_size: int = 224,
+    batch_size: int = 32,
+    precision: str = "fp32",
+    compile: bool = False,
+    device: str = "cpu",
+    repeats: int = 5,
+    steps: int = 5,
+    warmup: int = 2,
+    data: bool = False,
+    data_batches: int = 10,
+    workers: int = 2,
+    num_classes: int | None = None,
+) -> dict:
+    """Measure vitlab against timm (training and inference images/s, fused vs manual attention)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
+    torch.manual_seed(0)
+    ours = create_model(model, num_classes=num_classes, img_size=img_size).to(device)
+    theirs = timm_twin(ours.cfg).to(device)
+    images = torch.randn(batch_size, ours.cfg.in_chans, img_size, img_size, device=device)
+    labels = torch.randint(0, max(ours.cfg.num_classes, 1), (batch_size,), device=device)
+    flops = vit_flops(ours.cfg)
+    result = {
+        "config": dict(
+            model=model,
+            img_size=img_size,
+            batch_size=batch_size,
+            precision=precision,
+            compile=compile,
+            device=str(device),
+            repeats=repeats,
+            steps=steps,
+        ),
+        "machine": machine_info(device),
+        "params": {"vitlab": ours.get_num_params(), "timm": sum(p.numel() for p in theirs.parameters())},
+        "flops_per_image": {"forward": flops, "train": 3 * flops},
+    }
+    for mode, make in (("train", train_step_fn), ("inference", inference_fn)):
+        result[mode] = measure_mode(ours, theirs, make, images, labels, precision, compile, repeats, steps, warmup)
+        if device.type == "cuda":
+            add_gpu_figures(result[mode], ours, theirs, make, images, labels, precision, compile, flops, mode)
+    if data:
+        result["data"] = measure_data(ours.cfg, img_size, batch_size, data_batches, workers, device)
+        result["data"]["augment_vs_train"] = result["data"]["device_augment"] / result["train"]["vitlab"]
+    return result
+
+
+def measure_mode(ours, theirs, make, images, labels, precision, compile, repeats, steps, warmup) -> dict:
+    """Images/s of both models, fused and manual, in one mode (train or inference), measured in turns."""
+    device = images.device
+    # Each variant flips the flags on its first call, so one model serves both attention paths.
+    variants = {}
+    for name, model in (("vitlab", ours), ("timm", theirs)):
+        for fused in (True, False):
+            step = make(model, device, precision, compile)
+            variants[f"{name}{'' if fused else '_manual'}"] = with_fused(model, fused, step)
+    seconds = alternate(variants, images, labels, repeats=repeats, steps=steps, warmup=warmup, device=device)
+    batch = images.shape[0]
+    out = {name: batch / statistics.median(values) for name, values in seconds.items()}
+    out["vitlab_vs_timm"] = median_ratio(seconds["vitlab"], seconds["timm"])
+    out["fused_vs_manual_vitlab"] = median_ratio(seconds["vitlab"], seconds["vitlab_manual"])
+    out["fused_vs_manual_timm"] = median_ratio(seconds["timm"], seconds["timm_manual"])
+    # On a shared machine other jobs only ever add time: the fastest round is the least disturbed one.
+    fastest = {name: min(values) for name, values in seconds.items()}
+    out["fastest"] = {name: batch / value for name, value in fastest.items()}
+    out["fastest_vitlab_vs_timm"] = fastest["timm"] / fastest["vitlab"]
+    out["fastest_fused_vs_manual_vitlab"] = fastest["vitlab_manual"] / fastest["vitlab"]
+    out["fastest_fused_vs_manual_timm"] = fastest["timm_manual"] / fastest["timm"]
+    out["seconds_per_step"] = seconds  # every round, for a look at the spread
+    return out
+
+
+def with_fused(model: nn.Module, fused: bool, step: Callable) -> Callable:
+    def run(images, labels):
+        set_fused(model, fused)
+        step(images, labels)
+
+    return run
+
+
+def add_gpu_figures(out, ours, theirs, make, images, labels, precision, compile, flops, mode) -> None:
+    """Peak memory of one step and model FLOPs utilisation of each model (fused attention)."""
+    device = images.device
+    per_image = 3 * flops if mode == "train" else flops
+    peak = peak_tflops(torch.cuda.get_device_name(device))
+    for name, model in (("vitlab", ours), ("timm", theirs)):
+        set_fused(model, True)
+        step = make(model, device, precision, compile)
+        step(images, labels)
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step(images, labels)
+        synchronize(device)
+        out[f"peak_memory_gib_{name}"] = torch.cuda.max_memory_allocated(device) / 2**30
+        achieved = out[name] * per_image / 1e12  # TFLOP/s
+        out[f"tflops_{name}"] = achieved
+        out[f"mfu_{name}"] = achieved / peak if peak else None
+
+
+def measure_data(cfg: ModelConfig, img_size: int, batch_size: int, batches: int, workers: int, device) -> dict:
+    """Images/s of the PIL pipeline in DataLoader workers and of DeviceAugment, on 32 x 32 images."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (max(batch_size * (batches + 1), 1024), 32, 32, cfg.in_chans), dtype=np.uint8)
+    pil = pil_images_per_sec(data, img_size, batch_size, batches, workers)
+    on_device = device_images_per_sec(data, img_size, batch_size, batches, device)
+    return {"pil_workers": pil, "workers": workers, "device_augment": on_device, "device_vs_pil": on_device / pil}
+
+
+def machine_info(device: torch.device) -> dict:
+    """Versions and hardware, for the record."""
+    import timm
+    import torchvision
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+# --- the report ----------------------------------------------------------------------------------
+def format_report(result: dict) -> str:
+    """The printable table of `run_benchmark`'s result."""
+    cfg, machine = result["config"], result["machine"]
+    lines = [
+        f"{cfg['model']} at {cfg['img_size']}, batch {cfg['batch_size']}, {cfg['precision']}"
+        f"{', compiled' if cfg['compile'] else ''}, {cfg['device']}"
+        f" ({machine.get('gpu', machine['cpu'])}, {machine['torch_threads']} threads)",
+        f"torch {machine['torch']}, torchvision {machine['torchvision']}, timm {machine['timm']}; "
+        f"median of {cfg['repeats']} rounds x {cfg['steps']} steps",
+        f"forward {result['flops_per_image']['forward'] / 1e9:.2f} GFLOP/image, training step 3x that",
+        "",
+        f"{'images/s':<10} {'vitlab':>10} {'timm':>10} {'vitlab/timm':>12} {'fused/manual vitlab':>20} "
+        f"{'fused/manual timm':>18}",
+    ]
+    for mode in ("train", "inference"):
+        r = result[mode]
+        lines.append(
+            f"{mode:<10} {r['vitlab']:>10.1f} {r['timm']:>10.1f} {r['vitlab_vs_timm']:>12.3f} "
+            f"{r['fused_vs_manual_vitlab']:>20.3f} {r['fused_vs_manual_timm']:>18.3f}"
+        )
+    lines.append("fastest round of each (the least disturbed on a shared machine):")
+    for mode in ("train", "inference"):
+        r, f = result[mode], result[mode]["fastest"]
+        lines.append(
+            f"{mode:<10} {f['vitlab']:>10.1f} {f['timm']:>10.1f} {r['fastest_vitlab_vs_timm']:>12.3f} "
+            f"{r['fastest_fused_vs_manual_vitlab']:>20.3f} {r['fastest_fused_vs_manual_timm']:>18.3f}"
+        )
+    for mode in ("train", "inference"):
+        r = result[mode]
+        if "peak_memory_gib_vitlab" in r:
+            mfu = [f"{r[f'mfu_{name}']:.1%}" if r[f"mfu_{name}"] is not None else "n/a" for name in ("vitlab", "timm")]
+            lines.append(
+                f"{mode}: {r['tflops_vitlab']:.0f} / {r['tflops_timm']:.0f} TFLOP/s, MFU {mfu[0]} / {mfu[1]}, "
+                f"peak memory {r['peak_memory_gib_vitlab']:.2f} / {r['peak_memory_gib_timm']:.2f} GiB (vitlab / timm)"
+            )
+    if "data" in result:
+        d = result["data"]
+        lines += [
+            "",
+            f"data pipeline, 32x32 -> {cfg['img_size']}: PIL in {d['workers']} workers {d['pil_workers']:.0f} "
+            f"images/s, DeviceAugment {d['device_augment']:.0f} images/s ({d['device_vs_pil']:.1f}x); "
+            f"DeviceAugment / vitlab training = {d['augment_vs_train']:.1f}x",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m vitlab.bench")
+    parser.add_argument("--model", default="ViT-S_16", help="a preset or alias (see vitlab.list_models())")
+    parser.add_argument("--img_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast to bfloat16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds; figures are medians over them")
+    parser.add_argument("--steps", type=int, default=5, help="steps timed per round and variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    parser.add_argument("--data", action="store_true", help="also time the PIL and the on-device data pipelines")
+    parser.add_argument("--data_batches", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the PIL pipeline")
+    parser.add_argument("--num_classes", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", default=None, help="also write the result dict to this JSON file")
+    args = vars(parser.parse_args(argv))
+    threads, json_path = args.pop("threads"), args.pop("json")
+    if threads:
+        torch.set_num_threads(threads)
+    result = run_benchmark(**args)
+    print(format_report(result))
+    if json_path:
+        write_json(result, json_path)
+    return result
+
+
+def write_json(result: dict, path: str) -> None:
+    """Write atomically: a temporary name, then a rename."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()
