@@ -218,3 +218,22 @@ def test_mixed_precision_runs_and_saves_its_scaler(tmp_path, precision):
     assert all(math.isfinite(h["loss"]) for h in result["history"])
     scaler = load_checkpoint(tmp_path / "Model" / "run" / "last.pt")["scaler"]
     assert ("scale" in scaler) == (precision == "fp16")  # a gradient scaler only for fp16
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path, synthetic_cifar):
+    cfg = get_experiment(
+        "smoke",
+        name="kept",
+        dataset="cifar10",
+        data_dir=str(synthetic_cifar),
+        save_dir=str(tmp_path / "m"),
+        log_dir=str(tmp_path / "tb"),
+        num_steps=2,
+        eval_every=2,
+        progress=False,
+    )
+    train(cfg)
+    before = (tmp_path / "m" / "kept" / "last.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="pass --resume to continue it"):
+        train(cfg)
+    assert (tmp_path / "m" / "kept" / "last.pt").read_bytes() == before

@@ -136,7 +136,7 @@ AUGMENTATIONS = ("finetune", "strong", "basic", "none")
 
 
 def _timestamp() -> str:
-    return datetime.datetime.now().strftime("%Y%m%d_%H%M")
+    return datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
 
 
 @dataclass

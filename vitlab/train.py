@@ -65,6 +65,11 @@ def check_config(cfg: VITConfig, world_size: int = 1) -> int:
             raise ValueError(f"{field_name} must be at least 1, got {getattr(cfg, field_name)}")
     if cfg.gradient_accumulation_steps < 1 or cfg.warmup_steps < 0:
         raise ValueError("gradient_accumulation_steps must be >= 1 and warmup_steps >= 0")
+    if cfg.device_augment and cfg.augment not in ("finetune", "none"):
+        raise ValueError(
+            f"device_augment does the 'finetune' augmentation (crop area 0.05-1, flip) or 'none' (resize), "
+            f"not {cfg.augment!r}: set augment='finetune' or device_augment=False"
+        )
     split = cfg.gradient_accumulation_steps * world_size
     if cfg.train_batch_size % split:
         raise ValueError(
@@ -235,11 +240,6 @@ def build_device_batches(cfg: VITConfig, dataset: Dataset, micro: int, env: Dist
     """`cfg.device_augment`: the same stream of samples, augmented on the device from a uint8 copy of CIFAR."""
     from vitlab.augment import DeviceAugment, DeviceBatches, DeviceEvalTransform, uint8_cifar
 
-    if cfg.augment not in ("finetune", "none"):
-        raise ValueError(
-            f"device_augment does the 'finetune' augmentation (crop area 0.05-1, flip) or 'none' (resize), "
-            f"not {cfg.augment!r}: set augment='finetune' or device_augment=False"
-        )
     images, labels = uint8_cifar(dataset)
     sampler = StepSampler(
         len(labels), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
@@ -474,6 +474,13 @@ class _Run:
             saved = self.resume_state.get("config", {})  # keep writing to the interrupted run's folders
             cfg = cfg.replace(**{k: saved[k] for k in ("name", "record_algo", "test_cycles") if k in saved})
         self.cfg = cfg
+        self.run_dir = Path(cfg.save_dir) / cfg.run_name
+        self.tb_dir = Path(cfg.log_dir) / cfg.run_name
+        if self.resume_state is None and (self.run_dir / "last.pt").exists():
+            raise FileExistsError(
+                f"run folder {self.run_dir} already holds a run's checkpoints: pass --resume to continue it, "
+                "or choose another --name (nothing was overwritten)"
+            )
         seed_everything(cfg.seed)
         self.train_set, self.val_set, self.test_set, self.class_names = _datasets(
             cfg, train_set, val_set, test_set, model
@@ -487,8 +494,6 @@ class _Run:
         if self.resume_state is not None:
             restore(self.resume_state, self.model, self.optimizer, self.scheduler, self.scaler)
             self.step, self.best_accuracy = self.resume_state["step"], self.resume_state["best_accuracy"]
-        self.run_dir = Path(cfg.save_dir) / cfg.run_name
-        self.tb_dir = Path(cfg.log_dir) / cfg.run_name
 
     def wrapped_model(self) -> torch.nn.Module:
         model = self.model
