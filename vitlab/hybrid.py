@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vitlab.model import check_image_batch
+
 WEIGHT_STANDARDIZATION_EPS = 1e-8  # timm's StdConv2dSame for the hybrid
 GROUP_NORM_EPS = 1e-5  # timm's GroupNormAct
 GROUP_NORM_GROUPS = 32
@@ -176,13 +178,7 @@ class HybridEmbedding(nn.Module):
         self.proj = nn.Conv2d(self.backbone.num_features, hidden_size, kernel_size=1)
 
     def check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans or x.shape[2:] != (self.img_size, self.img_size):
-            raise ValueError(
-                f"expected images of shape (B, {self.in_chans}, {self.img_size}, {self.img_size}), got "
-                f"{tuple(x.shape)}: resize the input, or build the model with img_size={x.shape[-1]} "
-                f"/ in_chans={x.shape[1] if x.ndim == 4 else '?'} (position embeddings are resized "
-                "when a checkpoint is loaded)"
-            )
+        check_image_batch(x, self.in_chans, self.img_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

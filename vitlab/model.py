@@ -22,7 +22,6 @@ from torch import nn
 from torchvision.ops import stochastic_depth
 
 from vitlab.configs import CLASSIFIERS, ModelConfig
-from vitlab.hybrid import HybridEmbedding
 
 LAYER_NORM_EPS = 1e-6  # the value of Google's implementation; PyTorch's default 1e-5 changes logits
 
@@ -50,13 +49,7 @@ class PatchEmbedding(nn.Module):
         self.to_patches = Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
 
     def check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans or x.shape[2:] != (self.img_size, self.img_size):
-            raise ValueError(
-                f"expected images of shape (B, {self.in_chans}, {self.img_size}, {self.img_size}), got "
-                f"{tuple(x.shape)}: resize the input, or build the model with img_size={x.shape[-1]} "
-                f"/ in_chans={x.shape[1] if x.ndim == 4 else '?'} (position embeddings are resized "
-                "when a checkpoint is loaded)"
-            )
+        check_image_batch(x, self.in_chans, self.img_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -72,6 +65,17 @@ class PatchEmbedding(nn.Module):
         self.check_input(x)
         patches = self.to_patches(x)  # (B, N, P*P*C)
         return F.linear(patches, self.linear_weight(), self.proj.bias)  # (B, N, D)
+
+
+def check_image_batch(x: torch.Tensor, in_chans: int, img_size: int) -> None:
+    """A clear error, before any computation, for images the model was not built for."""
+    if x.ndim != 4 or x.shape[1] != in_chans or x.shape[2:] != (img_size, img_size):
+        raise ValueError(
+            f"expected images of shape (B, {in_chans}, {img_size}, {img_size}), got "
+            f"{tuple(x.shape)}: resize the input, or build the model with img_size={x.shape[-1]} "
+            f"/ in_chans={x.shape[1] if x.ndim == 4 else '?'} (position embeddings are resized "
+            "when a checkpoint is loaded)"
+        )
 
 
 class Attention(nn.Module):
@@ -186,6 +190,8 @@ class VisionTransformer(nn.Module):
             img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, hidden_size=cfg.hidden_size
         )
         if cfg.resnet_layers:  # the hybrid model: ResNet features instead of pixels (vitlab/hybrid.py)
+            from vitlab.hybrid import HybridEmbedding  # imported here: hybrid.py builds on this module
+
             self.patch_embed = HybridEmbedding(**embed_args, layers=cfg.resnet_layers)
         else:
             self.patch_embed = PatchEmbedding(**embed_args)
