@@ -237,3 +237,48 @@ def test_a_finished_run_is_never_overwritten(tmp_path, synthetic_cifar):
     with pytest.raises(FileExistsError, match="pass --resume to continue it"):
         train(cfg)
     assert (tmp_path / "m" / "kept" / "last.pt").read_bytes() == before
+
+
+def test_resumed_scheduler_follows_the_new_num_steps_and_never_rises_after_the_end(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    short = _cfg(tmp_path, num_steps=10, warmup_steps=2, learning_rate=0.1)
+    optimizer = build_optimizer(short, model, torch.device("cpu"))
+    scheduler = build_scheduler(short, optimizer)
+    for _ in range(6):
+        optimizer.step()
+        scheduler.step()
+    saved = (optimizer.state_dict(), scheduler.state_dict())
+    longer = _cfg(tmp_path, num_steps=20, warmup_steps=2, learning_rate=0.1)  # resume and train longer
+    optimizer = build_optimizer(longer, model, torch.device("cpu"))
+    scheduler = build_scheduler(longer, optimizer)
+    optimizer.load_state_dict(saved[0])
+    scheduler.load_state_dict(saved[1])
+    for step in range(7, 25):
+        optimizer.step()
+        scheduler.step()
+        expected = _reference_lr(min(step, 20), 0.1, 2, 20, "cosine")
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12), step
+
+
+def test_warmup_longer_than_the_run_is_warned_about(tmp_path):
+    with pytest.warns(UserWarning, match="never decays"):
+        train(_cfg(tmp_path, num_steps=2, warmup_steps=5), train_set=_random_data(16))
+
+
+def test_adamw_decays_weights_but_not_embeddings_norms_or_biases(tmp_path):
+    model = create_model("ViT-Test")
+    optimizer = build_optimizer(_cfg(tmp_path, optimizer="adamw", weight_decay=0.05), model, torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert "cls_token" not in decayed and "pos_embed" not in decayed
+    assert not any(n.endswith("bias") or "norm" in n for n in decayed)
+    assert {"patch_embed.proj.weight", "head.weight", "encoder.blocks.0.attn.to_qkv.weight"} <= decayed
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_uses_bf16_only_where_the_gpu_has_it(monkeypatch, capability, expected):
+    from vitlab.train import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert resolve_precision("auto", torch.device("cuda", 0)) == expected
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"

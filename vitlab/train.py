@@ -22,6 +22,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def check_config(cfg: VITConfig, world_size: int = 1) -> int:
             raise ValueError(f"{field_name} must be at least 1, got {getattr(cfg, field_name)}")
     if cfg.gradient_accumulation_steps < 1 or cfg.warmup_steps < 0:
         raise ValueError("gradient_accumulation_steps must be >= 1 and warmup_steps >= 0")
+    if cfg.warmup_steps >= cfg.num_steps:
+        warnings.warn(
+            f"warmup_steps {cfg.warmup_steps} >= num_steps {cfg.num_steps}: the learning rate only rises and "
+            "never decays; set --warmup_steps below --num_steps (Google's recipe: 500 of 10,000)",
+            stacklevel=2,
+        )
     if cfg.device_augment and cfg.augment not in ("finetune", "none"):
         raise ValueError(
             f"device_augment does the 'finetune' augmentation (crop area 0.05-1, flip) or 'none' (resize), "
@@ -125,13 +132,24 @@ def setup_distributed(cfg: VITConfig) -> Distributed:
     return Distributed(0, 1, device, False)
 
 
+@contextlib.contextmanager
+def main_process_first(env: Distributed):
+    """Rank 0 runs the block first (downloads, extraction); the other processes wait, then read its files."""
+    if env.world_size > 1 and not env.is_main:
+        dist.barrier()
+    yield
+    if env.world_size > 1 and env.is_main:
+        dist.barrier()
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """ "auto" -> bf16 on GPUs that have it, fp16 on older GPUs, fp32 on the CPU."""
     if precision != "auto":
         return precision
     if device.type != "cuda":
         return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # bf16 needs Ampere (compute capability 8) or newer; older GPUs such as Colab's T4 only emulate it.
+    return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
 
 
 def seed_everything(seed: int) -> None:
@@ -285,7 +303,8 @@ def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
         if not path.is_file() and not _downloadable(path):
             raise FileNotFoundError(
                 f"pretrained checkpoint {path} does not exist: download Google's file (e.g. "
-                f"https://storage.googleapis.com/vit_models/imagenet21k/{cfg.model_type}.npz) to that path, "
+                f"https://storage.googleapis.com/vit_models/imagenet21k/{resolve_model_name(cfg.model_type)}.npz, "
+                "`python -m vitlab.download --list` shows them all) to that path, "
                 "fix --pretrained_dir, or pass --pretrained_dir '' to train from scratch"
             )
         from vitlab.pretrained import load_pretrained
@@ -311,31 +330,39 @@ def build_optimizer(cfg: VITConfig, model: torch.nn.Module, device: torch.device
         return torch.optim.SGD(
             params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused
         )
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "pos_embed" not in n]
+    no_decay_names = ("pos_embed", "cls_token")  # embeddings are not weights to shrink (as in timm)
+    decay = [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and p.ndim >= 2 and not any(name in n for name in no_decay_names)
+    ]
     decay_ids = {id(p) for p in decay}
     no_decay = [p for p in params if id(p) not in decay_ids]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.momentum, 0.999), **fused)
 
 
-class WarmupDecay:
+def warmup_decay(warmup_steps: int, num_steps: int, decay_type: str = "cosine"):
     """Learning-rate factor of optimiser step s: s / warmup, then cosine or linear decay to 0 at num_steps."""
 
-    def __init__(self, warmup_steps: int, num_steps: int, decay_type: str = "cosine"):
-        self.warmup_steps, self.num_steps, self.decay_type = warmup_steps, num_steps, decay_type
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, num_steps - warmup_steps))  # stays at 0 after the end
+        if decay_type == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress
 
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return step / max(1, self.warmup_steps)
-        progress = (step - self.warmup_steps) / max(1, self.num_steps - self.warmup_steps)
-        if self.decay_type == "cosine":
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-        return max(0.0, 1.0 - progress)
+    return factor
 
 
 def build_scheduler(cfg: VITConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup then cosine or linear decay, stepped once per optimiser step."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupDecay(cfg.warmup_steps, cfg.num_steps, cfg.decay_type))
+    """Linear warmup then cosine or linear decay, stepped once per optimiser step.
+
+    The factor is a plain function, which `LambdaLR.state_dict` does not store: a resumed run
+    follows the schedule of its current config (e.g. a longer `num_steps`), at the saved step.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(cfg.warmup_steps, cfg.num_steps, cfg.decay_type))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -372,7 +399,7 @@ def train_step(model, batches, optimizer, scaler, cfg: VITConfig, precision: str
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
-def checkpoint_state(cfg, model, optimizer, scheduler, scaler, step, best_accuracy, class_names) -> dict:
+def checkpoint_state(cfg, model, optimizer, scheduler, scaler, step, best, class_names) -> dict:
     """Everything needed to rebuild the model and to continue the run exactly."""
     plain = unwrap(model)
     return {
@@ -381,7 +408,8 @@ def checkpoint_state(cfg, model, optimizer, scheduler, scaler, step, best_accura
         "config": cfg.to_dict(),
         "class_names": list(class_names),
         "step": step,
-        "best_accuracy": best_accuracy,
+        "best_accuracy": best[0],
+        "best_step": best[1],
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
@@ -482,10 +510,12 @@ class _Run:
                 "or choose another --name (nothing was overwritten)"
             )
         seed_everything(cfg.seed)
-        self.train_set, self.val_set, self.test_set, self.class_names = _datasets(
-            cfg, train_set, val_set, test_set, model
-        )
-        self.model = (model if model is not None else build_model(cfg, len(self.class_names))).to(self.device)
+        with main_process_first(env):  # one process downloads CIFAR and the checkpoint, the others wait
+            self.train_set, self.val_set, self.test_set, self.class_names = _datasets(
+                cfg, train_set, val_set, test_set, model
+            )
+            self.model = model if model is not None else build_model(cfg, len(self.class_names))
+        self.model = self.model.to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.device)
         self.scheduler = build_scheduler(cfg, self.optimizer)
@@ -494,6 +524,7 @@ class _Run:
         if self.resume_state is not None:
             restore(self.resume_state, self.model, self.optimizer, self.scheduler, self.scaler)
             self.step, self.best_accuracy = self.resume_state["step"], self.resume_state["best_accuracy"]
+            self.best_step = self.resume_state.get("best_step")
 
     def wrapped_model(self) -> torch.nn.Module:
         model = self.model
@@ -534,8 +565,9 @@ class _Run:
                 bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
                 window_loss, window_start, window_steps = torch.zeros((), device=self.device), time.perf_counter(), 0
             if self.step % cfg.eval_every == 0 or self.step == cfg.num_steps:
+                eval_start = time.perf_counter()
                 self.validate()
-                window_start = time.perf_counter()  # images/s counts training time only
+                window_start += time.perf_counter() - eval_start  # images/s counts training time only
             bar.update(1)
         bar.close()
 
@@ -582,8 +614,8 @@ class _Run:
         from vitlab.checkpoint import save_checkpoint
 
         state = checkpoint_state(
-            self.cfg, self.model, self.optimizer, self.scheduler, self.scaler, self.step, self.best_accuracy,
-            self.class_names,
+            self.cfg, self.model, self.optimizer, self.scheduler, self.scaler, self.step,
+            (self.best_accuracy, self.best_step), self.class_names,
         )  # fmt: skip
         return save_checkpoint(self.run_dir / filename, state)
 
