@@ -227,6 +227,7 @@ def test_a_finished_run_is_never_overwritten(tmp_path, synthetic_cifar):
         dataset="cifar10",
         data_dir=str(synthetic_cifar),
         save_dir=str(tmp_path / "m"),
+        warmup_steps=1,
         log_dir=str(tmp_path / "tb"),
         num_steps=2,
         eval_every=2,
