@@ -84,6 +84,10 @@ def test_evaluate_cli_reproduces_the_test_accuracy(seed_run, synthetic_cifar):
     top1, top5, loss = re.search(r"top-1 ([\d.]+)%\s+top-5 ([\d.]+)%\s+loss ([\d.]+)", out).groups()
     assert float(top1) == pytest.approx(trained, abs=0.01)
     assert 0 <= float(top1) <= float(top5) <= 100 and float(loss) > 0
+    # At another resolution the position embeddings are resized (the run trained at 32).
+    out = _run("-m", "vitlab.evaluate", "--checkpoint", "Model/cifar10-100_500/best.pt", "--dataset", "cifar10",
+               "--data_dir", str(synthetic_cifar), "--device", "cpu", "--img_size", "48", cwd=work)  # fmt: skip
+    assert re.search(r"top-1 [\d.]+%", out)
 
 
 def test_config_flags_and_overrides(tmp_path):

@@ -255,6 +255,7 @@ BAD_FILES = {
     "gap file into a class-token model": ({"cls": None}, ["no class token", "class_token=False"]),
     "not a checkpoint": (lambda p: p.write_bytes(b"hello, world" * 10), ["bad.npz", "not an .npz file"]),
     "a pickle file": (lambda p: p.write_bytes(pickle.dumps({"embedding/kernel": [1.0]})), ["a pickle file"]),
+    "a single .npy array": (lambda p: np.save(open(p, "wb"), np.ones(3)), ["single array", "bad.npz"]),
 }
 
 

@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by python -m vitlab.train")
     parser.add_argument("--dataset", choices=DATASET_NAMES, help="default: the dataset the run was trained on")
     parser.add_argument("--data_dir", help="where CIFAR is found or downloaded to (default: the run's)")
-    parser.add_argument("--img_size", type=int, help="default: the run's img_size")
+    parser.add_argument(
+        "--img_size", type=int, help="default: the run's img_size; another size resizes the position embeddings"
+    )
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "img_size") if getattr(args, k) is not None}
     cfg = cfg.replace(**overrides)
     model, _ = model_from_checkpoint(args.checkpoint)
+    if cfg.img_size != model.cfg.img_size:
+        model.resize_pos_embed_(cfg.img_size)  # evaluate at another resolution, as when fine-tuning at 384
     test_set, _ = build_test_set(cfg)
     metrics = evaluate(model, test_set, batch_size=args.batch_size, device=args.device)
     where = f"{cfg.dataset} test split, {metrics['num_samples']} images"

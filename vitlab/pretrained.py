@@ -112,9 +112,12 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"checkpoint {path} is {what}; only .npz archives of plain arrays load: {_what_to_do(path)}"
         )
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise CheckpointError(f"{path} holds a single array, not an .npz archive of named arrays")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file: np.load returns the array itself
+            raise CheckpointError(
+                f"checkpoint {path} holds a single array, not an .npz archive of named arrays: {_what_to_do(path)}"
+            )
+        with data:
             arrays = {key: data[key] for key in data.files}
     except CheckpointError:
         raise
