@@ -13,8 +13,9 @@ from npz_helpers import Arch, write_google_npz
 from PIL import Image
 
 from vitlab.checkpoint import save_checkpoint
+from vitlab.data import CIFAR10_CLASSES
 from vitlab.factory import create_model
-from vitlab.predict import CIFAR10_CLASSES, load_image, main, predict
+from vitlab.predict import load_image, main, predict
 
 # Logits set through the head bias alone (zero head weight): the probabilities are softmax(bias).
 PROBABILITIES = [0.05, 0.02, 0.08, 0.50, 0.03, 0.20, 0.04, 0.03, 0.03, 0.02]  # "cat", then "dog"

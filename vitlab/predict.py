@@ -1,6 +1,6 @@
 """Classify images with a trained or pre-trained ViT: top-k labels with probabilities.
 
-    python -m vitlab.predict cat.png --model_type ViT-B_16 --checkpoint runs/cifar10/best.pt
+    python -m vitlab.predict cat.png --model_type ViT-B_16 --checkpoint Model/<run>/best.pt
     python -m vitlab.predict cat.png --model_type ViT-B_16 \\
         --checkpoint Pretrained/imagenet21k+imagenet2012_ViT-B_16.npz --labels ilsvrc2012_wordnet_lemmas.txt
 
@@ -22,8 +22,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitlab.model import VisionTransformer
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def load_image(image: str | os.PathLike | Image.Image | torch.Tensor, img_size: int) -> torch.Tensor:
