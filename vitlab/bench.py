@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitlab.configs import ModelConfig
+from vitlab.evaluate import autocast_context
 from vitlab.factory import create_model
 
 # Dense bf16 tensor-core peaks in TFLOP/s (fp16 for GPUs without bf16), from NVIDIA's data sheets;
@@ -123,12 +124,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_step_fn(model: nn.Module, device: torch.device, precision: str, compile: bool) -> Callable:
     """One training step (forward, loss, backward, SGD with momentum) on a fixed batch."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
@@ -136,7 +131,7 @@ def train_step_fn(model: nn.Module, device: torch.device, precision: str, compil
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
         model.train()
-        with autocast(device, precision):
+        with autocast_context(device, precision):
             loss = F.cross_entropy(forward(images), labels)
         loss.backward()
         optimizer.step()
@@ -151,7 +146,7 @@ def inference_fn(model: nn.Module, device: torch.device, precision: str, compile
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
         model.eval()
-        with torch.inference_mode(), autocast(device, precision):
+        with torch.inference_mode(), autocast_context(device, precision):
             forward(images)
 
     return step
