@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -156,7 +155,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
                     f.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-            except (http.client.IncompleteRead, socket.timeout, OSError) as error:
+            except (TimeoutError, http.client.IncompleteRead, OSError) as error:
                 raise ConnectionError(f"download of {url} interrupted ({type(error).__name__})") from error
     if total is not None and received < total:
         raise ConnectionError(f"download of {url} interrupted after {received:,} of {total:,} bytes")
