@@ -246,7 +246,7 @@ def test_device_augment_without_augmentation_equals_the_pil_path(tmp_path, synth
     # augment="none" at 32 px: both paths only scale to [-1, 1], and both follow the same sample stream.
     from vitlab.train import train
 
-    cfg = _train_cfg(tmp_path, synthetic_cifar, augment="none", num_steps=5, log_every=1)
+    cfg = _train_cfg(tmp_path, synthetic_cifar, augment="none", num_steps=5, warmup_steps=2, log_every=1)
     pil = train(cfg.replace(name="pil"))
     device = train(cfg.replace(name="device", device_augment=True))
     assert [h["loss"] for h in device["history"]] == pytest.approx([h["loss"] for h in pil["history"]], rel=1e-5)

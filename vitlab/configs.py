@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CLASSIFIERS = ("token", "gap")
+# ImageNet's per-channel pixel statistics (RGB, pixels in [0, 1]): the input normalisation of
+# torchvision's and MAE's weights; Google's checkpoints use (0.5, 0.5, 0.5) instead, i.e. [-1, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -36,6 +40,20 @@ class ModelConfig:
     attention_dropout_rate: float = 0.0  # dropout on the attention probabilities
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linearly less before it)
     resnet_layers: tuple[int, ...] | None = None  # hybrid: ResNet units per stage feeding 1x1 patches; None = pixels
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # inputs the weights expect: (pixel/255 - mean) / std
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (0.5, 0.5, 0.5) for both = Google's [-1, 1]
+
+    def __post_init__(self):
+        # JSON round trips give lists; tuples of floats compare equal to the presets' values.
+        for name in ("image_mean", "image_std"):
+            value = getattr(self, name)
+            try:
+                value = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                raise TypeError(f"{name} must be a sequence of per-channel numbers, got {value!r}") from None
+            setattr(self, name, value)
+        if not self.image_std or min(self.image_std) <= 0:
+            raise ValueError(f"image_std must hold positive numbers, got {self.image_std}")
 
     @property
     def num_patches(self) -> int:
@@ -74,7 +92,10 @@ PRESETS: dict[str, ModelConfig] = {
     "ViT-H_14": _imagenet(14, 1280, 32, 16, 5120),
     # MAE-pre-trained ViT-B/16 fine-tuned on ImageNet-1k: global average pooling of the patch
     # tokens (the CLS token is kept but unused) and the final LayerNorm on the pooled vector.
-    "ViT-B_16-MAE": _imagenet(16, 768, 12, 12, 3072, classifier="gap", fc_norm=True),
+    # MAE trained and fine-tuned on ImageNet-normalised inputs, not Google's [-1, 1].
+    "ViT-B_16-MAE": _imagenet(
+        16, 768, 12, 12, 3072, classifier="gap", fc_norm=True, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+    ),
     # The hybrid: a ResNet-50 stem (its first three stages, the third with 9 units) makes a 14 x 14
     # feature map of 224px images; each position is a token (patch_size = the ResNet's stride 16).
     "R50-ViT-B_16": _imagenet(16, 768, 12, 12, 3072, resnet_layers=(3, 4, 9)),

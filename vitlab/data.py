@@ -1,7 +1,8 @@
 """Data: CIFAR-10/100 through torchvision, the transforms, the validation split, synthetic CIFAR files.
 
-Images are scaled to [-1, 1] (Normalize(0.5, 0.5)) as in Google's ViT code, for fine-tuning and
-for training from scratch alike. The validation split is carved out of the training set with a
+Images are normalised with the mean and std of the run's model (`ModelConfig.image_mean/std`):
+[-1, 1] (Normalize(0.5, 0.5)) as in Google's ViT code for most presets, ImageNet's statistics for
+weights trained with them (MAE's ViT-B/16, torchvision's). The validation split is carved out of the training set with a
 seeded permutation and uses the test transforms; the test set is only for the final number.
 """
 
@@ -18,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig
+from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig, get_model_config
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written beside synthetic batches so they are never taken for the real files
@@ -31,11 +32,19 @@ _ARCHIVES = {
 
 
 # --- transforms ----------------------------------------------------------------------------------
-def build_transforms(augment: str, img_size: int, train: bool) -> transforms.Compose:
-    """PIL image -> tensor in [-1, 1] at `img_size`; `train=False` gives the test transform (resize only)."""
+def image_normalization(cfg: VITConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the run's model: its preset's `image_mean/std`, or those in `cfg.model_overrides`."""
+    model_cfg = get_model_config(cfg.model_type, **cfg.model_overrides)
+    return model_cfg.image_mean, model_cfg.image_std
+
+
+def build_transforms(
+    augment: str, img_size: int, train: bool, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD
+) -> transforms.Compose:
+    """PIL image -> (tensor - mean) / std at `img_size` ([-1, 1] by default); `train=False`: resize only."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
-    to_tensor = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+    to_tensor = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     resize = [transforms.Resize((img_size, img_size))] if img_size != 32 else []
     if not train or augment == "none":
         return transforms.Compose(resize + to_tensor)
@@ -121,23 +130,29 @@ def _source(cfg: VITConfig) -> tuple[str, Path]:
 
 
 def build_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Dataset, list[str]]:
-    """(train, val, test, class_names) for `cfg.dataset`, with the transforms of `cfg.augment`."""
+    """(train, val, test, class_names) for `cfg.dataset`, with the transforms of `cfg.augment`.
+
+    Images are normalised as the model expects (`image_normalization(cfg)`).
+    """
     name, root = _source(cfg)
     base_train = load_cifar(name, root, train=True)
     base_test = load_cifar(name, root, train=False)
     train_indices, val_indices = split_indices(len(base_train), cfg.val_split, cfg.seed)
-    test_transform = build_transforms(cfg.augment, cfg.img_size, train=False)
-    train_set = TransformedSubset(base_train, train_indices, build_transforms(cfg.augment, cfg.img_size, train=True))
+    mean, std = image_normalization(cfg)
+    test_transform = build_transforms(cfg.augment, cfg.img_size, train=False, mean=mean, std=std)
+    train_transform = build_transforms(cfg.augment, cfg.img_size, train=True, mean=mean, std=std)
+    train_set = TransformedSubset(base_train, train_indices, train_transform)
     val_set = TransformedSubset(base_train, val_indices, test_transform) if val_indices else None
     test_set = TransformedSubset(base_test, range(len(base_test)), test_transform)
     return train_set, val_set, test_set, list(base_train.classes)
 
 
 def build_test_set(cfg: VITConfig) -> tuple[Dataset, list[str]]:
-    """The test split of `cfg.dataset` with the test transform at `cfg.img_size`."""
+    """The test split of `cfg.dataset` with the test transform at `cfg.img_size`, normalised for the model."""
     name, root = _source(cfg)
     base = load_cifar(name, root, train=False)
-    transform = build_transforms("none", cfg.img_size, train=False)
+    mean, std = image_normalization(cfg)
+    transform = build_transforms("none", cfg.img_size, train=False, mean=mean, std=std)
     return TransformedSubset(base, range(len(base)), transform), list(base.classes)
 
 

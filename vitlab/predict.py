@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,17 @@ from PIL import Image
 from vitlab.model import VisionTransformer
 
 
-def load_image(image: str | os.PathLike | Image.Image | torch.Tensor, img_size: int) -> torch.Tensor:
-    """An image as the model's input: (3, img_size, img_size), resized bilinearly, scaled to [-1, 1].
+def load_image(
+    image: str | os.PathLike | Image.Image | torch.Tensor,
+    img_size: int,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+) -> torch.Tensor:
+    """An image as the model's input: (3, img_size, img_size), resized bilinearly, (pixel - mean) / std.
 
-    Tensors are (3, H, W), float in [0, 1] or uint8. The [-1, 1] range is the preprocessing of
-    Google's ViT training and fine-tuning (pixel / 127.5 - 1).
+    Tensors are (3, H, W), float in [0, 1] or uint8. The default mean and std of 0.5 scale pixels to
+    [-1, 1], the preprocessing of Google's ViT training and fine-tuning (pixel / 127.5 - 1); pass the
+    model's `cfg.image_mean` / `cfg.image_std` (as `predict` does) for weights trained otherwise.
     """
     if isinstance(image, (str, os.PathLike)):
         if not Path(image).is_file():
@@ -37,15 +44,22 @@ def load_image(image: str | os.PathLike | Image.Image | torch.Tensor, img_size: 
             image = opened.convert("RGB")
     if isinstance(image, Image.Image):
         image = image.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)  # (H, W, 3)
-        return pixels.permute(2, 0, 1) * 2.0 - 1.0  # (3, H, W)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, H, W)
+        return _normalize(pixels, mean, std)
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"expected an image path, a PIL image or a (3, H, W) tensor, got {shape}")
     pixels = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
     if pixels.shape[1:] != (img_size, img_size):
         pixels = F.interpolate(pixels[None], size=(img_size, img_size), mode="bilinear", antialias=True)[0]
-    return pixels * 2.0 - 1.0
+    return _normalize(pixels, mean, std)
+
+
+def _normalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(pixels - mean) / std per channel of a (3, H, W) tensor in [0, 1]."""
+    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)  # (3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+    return (pixels - mean) / std
 
 
 @torch.no_grad()
@@ -57,10 +71,13 @@ def predict(
 ) -> list[tuple[str, float]]:
     """The `top_k` most probable classes of one image: [(label, probability), ...], best first.
 
+    The image is normalised with the model's `cfg.image_mean` and `cfg.image_std`.
     Labels are `class_names[i]` when given, else the class index as a string.
     """
     parameter = next(model.parameters())
-    x = load_image(image, model.cfg.img_size)[None].to(parameter.device, parameter.dtype)  # (1, 3, S, S)
+    cfg = model.cfg
+    x = load_image(image, cfg.img_size, cfg.image_mean, cfg.image_std)[None]  # (1, 3, S, S)
+    x = x.to(parameter.device, parameter.dtype)
     was_training = model.training
     model.eval()
     try:

@@ -63,6 +63,7 @@ class LoadReport:
     resized: dict[str, str] = field(default_factory=dict)  # key -> "old shape -> new shape"
     replaced: dict[str, str] = field(default_factory=dict)  # key -> why the model's own value is used
     skipped: dict[str, str] = field(default_factory=dict)  # checkpoint key -> why it was dropped
+    notes: list[str] = field(default_factory=list)  # anything else to know, e.g. the inputs the weights expect
 
     def summary(self) -> str:
         """A few lines for people: counts, then every resized, replaced and skipped key."""
@@ -73,6 +74,7 @@ class LoadReport:
         lines += [f"  resized  {key}: {why}" for key, why in self.resized.items()]
         lines += [f"  replaced {key}: {why}" for key, why in self.replaced.items()]
         lines += [f"  skipped  {key}: {why}" for key, why in self.skipped.items()]
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -436,8 +438,9 @@ def load_pretrained(
 
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist: {_what_to_do(path)}")
-        state, key_names = read_for_model(path, model)
+        state, key_names, layout = read_for_model(path, model)
     else:
+        layout = None
         arrays = read_npz(path)
         try:
             state = npz_to_state_dict(arrays, model)
@@ -445,6 +448,10 @@ def load_pretrained(
             raise CheckpointError(f"{path}: {error}") from None
         key_names = _google_names(model)
     report = apply_state_dict(model, state, source=str(path), key_names=key_names)
+    if layout is not None:  # only after a successful load: a failed one leaves the model as it was
+        from vitlab.state_dicts import adopt_input_normalization
+
+        report.notes += adopt_input_normalization(model, layout)
     if verbose:
         print(report.summary())
     return report

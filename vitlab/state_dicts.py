@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
+from vitlab.configs import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.convert import timm_to_vitlab, torchvision_to_vitlab, vitlab_to_timm, vitlab_to_torchvision
 from vitlab.model import VisionTransformer
 from vitlab.pretrained import CheckpointError
 
 __all__ = [
     "TORCH_SUFFIXES",
+    "adopt_input_normalization",
     "detect_layout",
     "read_for_model",
     "read_torch_state_dict",
@@ -33,6 +35,7 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 LAYOUTS = ("timm", "torchvision", "vitlab")
 # Training scripts wrap the weights: MAE and vitlab's trainer under "model", Lightning under "state_dict".
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
+GOOGLE_MEAN_STD = (0.5, 0.5, 0.5)  # the default normalisation: pixels scaled to [-1, 1]
 # DistributedDataParallel and torch.compile put these in front of every key.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -153,10 +156,37 @@ def to_vitlab_state_dict(
     return renamed, key_names
 
 
-def read_for_model(path: str | os.PathLike, model: VisionTransformer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a PyTorch weights file and rename it for `model`: (vitlab state dict, key names for messages)."""
+def read_for_model(
+    path: str | os.PathLike, model: VisionTransformer
+) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """Read a PyTorch weights file and rename it for `model`: (vitlab state dict, key names for messages, layout)."""
     state_dict = read_torch_state_dict(path)
     try:
-        return to_vitlab_state_dict(state_dict, model)
+        layout = detect_layout(state_dict)
+        return (*to_vitlab_state_dict(state_dict, model, layout), layout)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
+
+
+def adopt_input_normalization(model: VisionTransformer, layout: str) -> list[str]:
+    """Fit `model.cfg.image_mean/std` to weights of `layout` loaded into it; returns notes for the load report.
+
+    torchvision's ViTs are trained on ImageNet-normalised inputs, so a model still set to Google's
+    [-1, 1] is switched to ImageNet's mean and std. timm's weights vary (MAE's and DeiT's use
+    ImageNet's statistics, Google's ports [-1, 1]), so for them the model is left alone and only told.
+    """
+    cfg = model.cfg
+    if (cfg.image_mean, cfg.image_std) != (GOOGLE_MEAN_STD, GOOGLE_MEAN_STD) or layout == "vitlab":
+        return []
+    overrides = f"model_overrides={{'image_mean': {IMAGENET_MEAN}, 'image_std': {IMAGENET_STD}}}"
+    if layout == "torchvision":
+        model.cfg = cfg.replace(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+        return [
+            "torchvision weights expect ImageNet mean/std inputs: model.cfg.image_mean/std set to "
+            f"{IMAGENET_MEAN}/{IMAGENET_STD}; for training pass {overrides}"
+        ]
+    return [
+        "timm-layout weights: MAE's and many timm models expect ImageNet mean/std inputs, Google's ports "
+        "[-1, 1]; the model keeps [-1, 1] (mean/std 0.5): if these weights want ImageNet's, build the model "
+        f"with image_mean={IMAGENET_MEAN}, image_std={IMAGENET_STD} (for training pass {overrides})"
+    ]

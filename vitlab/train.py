@@ -262,7 +262,11 @@ def build_device_batches(cfg: VITConfig, dataset: Dataset, micro: int, env: Dist
     sampler = StepSampler(
         len(labels), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
     )
-    augment = DeviceAugment(cfg.img_size) if cfg.augment == "finetune" else DeviceEvalTransform(cfg.img_size)
+    from vitlab.data import image_normalization
+
+    mean, std = image_normalization(cfg)  # the model's input normalisation, as for the PIL transforms
+    transform = DeviceAugment if cfg.augment == "finetune" else DeviceEvalTransform
+    augment = transform(cfg.img_size, mean=mean, std=std)
     return DeviceBatches(images, labels, sampler, micro, augment, cfg.seed, env.device)
 
 
@@ -311,6 +315,24 @@ def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
 
         load_pretrained(model, path)  # fetches a missing file first when it has a known name
     return model
+
+
+def follow_model_normalization(cfg: VITConfig, model: torch.nn.Module) -> VITConfig:
+    """`cfg` with the model's `image_mean/std` in `model_overrides` when they differ from what `cfg` gives.
+
+    A given model, or torchvision weights that `load_pretrained` marks as ImageNet-normalised, decides
+    how inputs are normalised; the data, device augmentation and saved config then all agree with it.
+    """
+    from vitlab.data import image_normalization
+
+    model_cfg = getattr(model, "cfg", None)
+    if not hasattr(model_cfg, "image_mean"):
+        return cfg
+    wanted = (tuple(model_cfg.image_mean), tuple(model_cfg.image_std))
+    if image_normalization(cfg) == wanted:
+        return cfg
+    print(f"inputs normalised as the model expects: mean {wanted[0]}, std {wanted[1]}")
+    return cfg.replace(model_overrides={**cfg.model_overrides, "image_mean": wanted[0], "image_std": wanted[1]})
 
 
 def _downloadable(path: Path) -> bool:
@@ -452,11 +474,15 @@ def open_writer(cfg: VITConfig, env: Distributed, start_step: int):
     return writer
 
 
-def log_samples(writer, dataset: Dataset, seed: int, count: int = 16) -> None:
-    """A few training inputs as the model sees them (augmented), mapped back from [-1, 1] to [0, 1]."""
+def log_samples(
+    writer, dataset: Dataset, seed: int, count: int = 16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+) -> None:
+    """A few training inputs as the model sees them (augmented), un-normalised to [0, 1] with `mean`, `std`."""
     samples = SeededSamples(dataset, seed)
     images = torch.stack([samples[(i, i % len(dataset))][0] for i in range(min(count, len(dataset)))])
-    writer.add_images("train/samples", (images * 0.5 + 0.5).clamp(0, 1), 0)
+    shape = (1, -1, 1, 1)  # per channel
+    pixels = images * torch.tensor(std).reshape(shape) + torch.tensor(mean).reshape(shape)  # (B, C, H, W)
+    writer.add_images("train/samples", pixels.clamp(0, 1), 0)
 
 
 def log_hparams(writer, cfg: VITConfig, metrics: dict) -> None:
@@ -515,6 +541,10 @@ class _Run:
                 cfg, train_set, val_set, test_set, model
             )
             self.model = model if model is not None else build_model(cfg, len(self.class_names))
+            self.cfg = follow_model_normalization(cfg, self.model)
+            if self.cfg is not cfg and train_set is None:  # the data were built for other inputs: build them again
+                cfg = self.cfg
+                self.train_set, self.val_set, self.test_set, self.class_names = _datasets(cfg, None, None, None, None)
         self.model = self.model.to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.device)
@@ -539,7 +569,10 @@ class _Run:
             cfg.to_json(self.run_dir / "config.json")
         self.writer = open_writer(cfg, env, self.step)
         if self.writer is not None and self.step == 0:
-            log_samples(self.writer, self.train_set, cfg.seed)
+            from vitlab.data import image_normalization
+
+            mean, std = image_normalization(cfg)
+            log_samples(self.writer, self.train_set, cfg.seed, mean=mean, std=std)
         start_time = time.perf_counter()
         self.loop()
         result = self.finish()
