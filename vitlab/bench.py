@@ -36,6 +36,7 @@ from torch import nn
 from vitlab.configs import ModelConfig
 from vitlab.evaluate import autocast_context
 from vitlab.factory import create_model
+from vitlab.files import atomic_write
 
 # Dense bf16 tensor-core peaks in TFLOP/s (fp16 for GPUs without bf16), from NVIDIA's data sheets;
 # the first name found in `torch.cuda.get_device_name()` wins, so the more specific ones come first.
@@ -457,10 +458,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def write_json(result: dict, path: str) -> None:
     """Write atomically: a temporary name, then a rename."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(result, f, indent=2)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

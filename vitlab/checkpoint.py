@@ -10,30 +10,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from vitlab.configs import ModelConfig
+from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """Write `state` with torch.save to a temporary file in the same folder, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(state, f)
     return path
 
 

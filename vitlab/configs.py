@@ -227,11 +227,10 @@ class VITConfig:
         """The config as JSON text; with `path`, also written there atomically."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text + "\n")
-            os.replace(tmp, path)
+            from vitlab.files import atomic_write
+
+            with atomic_write(path, "w") as f:
+                f.write(text + "\n")
         return text
 
     @classmethod

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig, get_model_config
+from vitlab.files import atomic_write
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written beside synthetic batches so they are never taken for the real files
@@ -213,10 +214,8 @@ def synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 def _write_pickle(path: Path, entry: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         pickle.dump(entry, f, protocol=2)  # the real files are Python 2 pickles
-    os.replace(tmp, path)
 
 
 def _batch_entry(images: np.ndarray, labels: np.ndarray, batch_label: str, offset: int) -> dict:

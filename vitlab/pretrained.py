@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitlab.files import atomic_write
 from vitlab.hybrid import google_backbone_names
 from vitlab.model import VisionTransformer, resize_pos_embed
 
@@ -548,16 +548,6 @@ def save_npz(model: VisionTransformer, path: str | os.PathLike) -> Path:
     """Write the model in Google's `.npz` layout, atomically (temporary file, then rename)."""
     path = Path(path)
     arrays = state_dict_to_npz(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # A file object, so numpy writes exactly `path` instead of appending ".npz" to the name.
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:  # a file object, so numpy does not append ".npz" to the name
+        np.savez(f, **arrays)
     return path
