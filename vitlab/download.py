@@ -215,6 +215,14 @@ def download(
     return final
 
 
+def fetch_if_missing(path: str | os.PathLike) -> Path:
+    """`path` itself; when the file is missing and its name is a known checkpoint, it is downloaded first."""
+    path = Path(path)
+    if not path.is_file() and (known := known_checkpoint(path.name)) is not None:
+        download(known[0], variant=known[1], dest=path.parent)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitlab.download", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="checkpoint name, e.g. ViT-B_16 (see --list)")

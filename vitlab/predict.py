@@ -103,16 +103,11 @@ def model_from_npz(
     model_type: str, path: str | os.PathLike, num_classes: int | None = None, img_size: int | None = None
 ) -> VisionTransformer:
     """Build `model_type` shaped like Google's checkpoint at `path` (grid, classes, pooling) and load it."""
+    from vitlab.download import fetch_if_missing
     from vitlab.factory import create_model
     from vitlab.pretrained import load_pretrained, read_npz
 
-    path = Path(path)
-    if not path.is_file():  # a known Google name is downloaded by load_pretrained; do it before reading
-        from vitlab.download import download, known_checkpoint
-
-        if (known := known_checkpoint(path.name)) is not None:
-            download(known[0], variant=known[1], dest=path.parent)
-    arrays = read_npz(path)
+    arrays = read_npz(fetch_if_missing(path))  # the file's shapes decide the model, so fetch it first
     overrides = {}
     if "cls" not in arrays:  # Google's "gap" models: mean of the patch tokens, no class token
         overrides.update(classifier="gap", class_token=False)

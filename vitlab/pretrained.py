@@ -426,13 +426,10 @@ def load_pretrained(
     name (e.g. `Pretrained/imagenet21k_ViT-B_16.npz`) is downloaded first when `download=True`.
     """
     path = Path(path)
-    if not path.is_file() and download:
-        from vitlab.download import download as fetch
-        from vitlab.download import known_checkpoint
+    if download:
+        from vitlab.download import fetch_if_missing
 
-        known = known_checkpoint(path.name)
-        if known is not None:
-            fetch(known[0], variant=known[1], dest=path.parent)
+        fetch_if_missing(path)
     if path.suffix.lower() in (".pth", ".pt", ".bin", ".safetensors"):
         from vitlab.state_dicts import read_for_model
 

@@ -298,13 +298,14 @@ def _datasets(cfg: VITConfig, train_set, val_set, test_set, model):
 # --- model, optimiser, schedule -------------------------------------------------------------------
 def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
     """`create_model(cfg.model_type, ...)` with `cfg.model_overrides`, then `cfg.pretrained_dir` when set."""
+    from vitlab.download import known_checkpoint
     from vitlab.factory import create_model
 
     overrides = {k: v for k, v in cfg.model_overrides.items() if k not in ("num_classes", "img_size")}
     model = create_model(cfg.model_type, num_classes=num_classes, img_size=cfg.img_size, **overrides)
     if cfg.pretrained_dir:
         path = Path(cfg.pretrained_dir)
-        if not path.is_file() and not _downloadable(path):
+        if not path.is_file() and known_checkpoint(path.name) is None:
             raise FileNotFoundError(
                 f"pretrained checkpoint {path} does not exist: download Google's file (e.g. "
                 f"https://storage.googleapis.com/vit_models/imagenet21k/{resolve_model_name(cfg.model_type)}.npz, "
@@ -333,15 +334,6 @@ def follow_model_normalization(cfg: VITConfig, model: torch.nn.Module) -> VITCon
         return cfg
     print(f"inputs normalised as the model expects: mean {wanted[0]}, std {wanted[1]}")
     return cfg.replace(model_overrides={**cfg.model_overrides, "image_mean": wanted[0], "image_std": wanted[1]})
-
-
-def _downloadable(path: Path) -> bool:
-    """Whether `path` is the local name of a checkpoint that vitlab.download knows how to fetch."""
-    try:
-        from vitlab.download import known_checkpoint
-    except ImportError:
-        return False
-    return known_checkpoint(path.name) is not None
 
 
 def build_optimizer(cfg: VITConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
