@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vitlab.model import check_image_batch
+from vitlab.model import PatchGrid
 
 WEIGHT_STANDARDIZATION_EPS = 1e-8  # timm's StdConv2dSame for the hybrid
 GROUP_NORM_EPS = 1e-5  # timm's GroupNormAct
@@ -149,7 +149,7 @@ class ResNetBackbone(nn.Module):
         return self.stages(self.stem(x))
 
 
-class HybridEmbedding(nn.Module):
+class HybridEmbedding(PatchGrid):
     """ResNet features as patches: every position of the final feature map becomes one token.
 
     The same interface as `vitlab.model.PatchEmbedding`; `patch_size` is the backbone's total
@@ -157,28 +157,15 @@ class HybridEmbedding(nn.Module):
     """
 
     def __init__(self, *, img_size: int, patch_size: int, in_chans: int, hidden_size: int, layers: tuple[int, ...]):
-        super().__init__()
+        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans)
         self.backbone = ResNetBackbone(tuple(layers), in_chans)
         if patch_size != self.backbone.stride:
             raise ValueError(
                 f"patch_size {patch_size} does not match the ResNet's stride {self.backbone.stride} for "
                 f"resnet_layers={tuple(layers)}: use patch_size={self.backbone.stride}"
             )
-        if img_size % patch_size != 0:
-            raise ValueError(
-                f"img_size {img_size} is not divisible by patch_size {patch_size}: choose an image "
-                f"size that is a multiple of {patch_size} (e.g. {img_size // patch_size * patch_size})"
-            )
-        self.img_size = img_size
-        self.patch_size = patch_size
-        self.in_chans = in_chans
-        self.grid_size = img_size // patch_size
-        self.num_patches = self.grid_size**2
         # Google's hybrid configs use 1 x 1 patches of the feature map: a per-position Linear.
         self.proj = nn.Conv2d(self.backbone.num_features, hidden_size, kernel_size=1)
-
-    def check_input(self, x: torch.Tensor) -> None:
-        check_image_batch(x, self.in_chans, self.img_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -26,14 +26,10 @@ from vitlab.configs import CLASSIFIERS, ModelConfig
 LAYER_NORM_EPS = 1e-6  # the value of Google's implementation; PyTorch's default 1e-5 changes logits
 
 
-class PatchEmbedding(nn.Module):
-    """Split an image into non-overlapping P x P patches and project each to D dimensions.
+class PatchGrid(nn.Module):
+    """What every patch embedding shares: the image size it accepts and the grid of patches it makes."""
 
-    A Conv2d with kernel = stride = P is exactly "flatten each patch, multiply by one matrix":
-    `forward_einops` computes the same thing the way the paper describes it.
-    """
-
-    def __init__(self, *, img_size: int, patch_size: int, in_chans: int, hidden_size: int):
+    def __init__(self, *, img_size: int, patch_size: int, in_chans: int):
         super().__init__()
         if img_size % patch_size != 0:
             raise ValueError(
@@ -45,11 +41,29 @@ class PatchEmbedding(nn.Module):
         self.in_chans = in_chans
         self.grid_size = img_size // patch_size
         self.num_patches = self.grid_size**2
-        self.proj = nn.Conv2d(in_chans, hidden_size, kernel_size=patch_size, stride=patch_size)
-        self.to_patches = Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
 
     def check_input(self, x: torch.Tensor) -> None:
-        check_image_batch(x, self.in_chans, self.img_size)
+        """A clear error, before any computation, for images the model was not built for."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans or x.shape[2:] != (self.img_size, self.img_size):
+            raise ValueError(
+                f"expected images of shape (B, {self.in_chans}, {self.img_size}, {self.img_size}), got "
+                f"{tuple(x.shape)}: resize the input, or build the model with img_size={x.shape[-1]} "
+                f"/ in_chans={x.shape[1] if x.ndim == 4 else '?'} (position embeddings are resized "
+                "when a checkpoint is loaded)"
+            )
+
+
+class PatchEmbedding(PatchGrid):
+    """Split an image into non-overlapping P x P patches and project each to D dimensions.
+
+    A Conv2d with kernel = stride = P is exactly "flatten each patch, multiply by one matrix":
+    `forward_einops` computes the same thing the way the paper describes it.
+    """
+
+    def __init__(self, *, img_size: int, patch_size: int, in_chans: int, hidden_size: int):
+        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans)
+        self.proj = nn.Conv2d(in_chans, hidden_size, kernel_size=patch_size, stride=patch_size)
+        self.to_patches = Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -65,17 +79,6 @@ class PatchEmbedding(nn.Module):
         self.check_input(x)
         patches = self.to_patches(x)  # (B, N, P*P*C)
         return F.linear(patches, self.linear_weight(), self.proj.bias)  # (B, N, D)
-
-
-def check_image_batch(x: torch.Tensor, in_chans: int, img_size: int) -> None:
-    """A clear error, before any computation, for images the model was not built for."""
-    if x.ndim != 4 or x.shape[1] != in_chans or x.shape[2:] != (img_size, img_size):
-        raise ValueError(
-            f"expected images of shape (B, {in_chans}, {img_size}, {img_size}), got "
-            f"{tuple(x.shape)}: resize the input, or build the model with img_size={x.shape[-1]} "
-            f"/ in_chans={x.shape[1] if x.ndim == 4 else '?'} (position embeddings are resized "
-            "when a checkpoint is loaded)"
-        )
 
 
 class Attention(nn.Module):
