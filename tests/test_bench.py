@@ -108,7 +108,7 @@ def test_flop_formula_equals_flop_counter(name, overrides):
 
 
 def test_vit_b16_flops_as_quoted():
-    # 35.1 GFLOP per forward image at 224 (the issue of 17.6 GMACs quoted for ViT-B/16), 105 per training image.
+    # 35.1 GFLOP per forward image at 224 (17.6 GMACs, the figure usually quoted for ViT-B/16), 105 per training image.
     cfg = create_model("ViT-B_16", num_classes=1000).cfg
     assert vit_flops(cfg) == pytest.approx(35.2e9, rel=0.005)
     # The whole model at full size, shapes only: the counter works on the meta device.

@@ -1,4 +1,4 @@
-"""The command lines: seed 002's train.py command end to end, TensorBoard tags, evaluate, config files."""
+"""The command lines: ViT-pytorch's train.py command end to end, TensorBoard tags, evaluate, config files."""
 
 import json
 import os
@@ -33,7 +33,7 @@ def _reference_lr(step, base, warmup, total):
 
 @pytest.fixture(scope="module")
 def seed_run(tmp_path_factory, synthetic_cifar):
-    """Seed 002's command, pointed at synthetic CIFAR-10 and a synthetic Google-format checkpoint."""
+    """ViT-pytorch's train.py command, pointed at synthetic CIFAR-10 and a synthetic Google-format checkpoint."""
     from vitlab.pretrained import save_npz
 
     work = tmp_path_factory.mktemp("cli")

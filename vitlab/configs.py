@@ -253,7 +253,7 @@ def _check_fields(values: dict) -> None:
 
 
 EXPERIMENTS: dict[str, dict] = {
-    # Google's fine-tuning protocol (and seed 004's config): ViT-B_16 from ImageNet-21k, 224 px,
+    # Google's fine-tuning protocol (and the VITConfig class it grew from): ViT-B_16 from ImageNet-21k, 224 px,
     # SGD momentum 0.9, no weight decay, 500 warmup steps, cosine decay, clip 1, batch 512.
     # 8 accumulation steps of 64 images fit a 16 GB GPU; use fewer on bigger GPUs.
     "finetune": dict(
