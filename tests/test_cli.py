@@ -119,3 +119,18 @@ def test_cli_errors_are_clear(tmp_path):
         main(["--config", "smoke", "--dataset", "imagenet", "--data_dir", str(tmp_path)])
     with pytest.raises(TypeError, match="unknown VITConfig field"):
         VITConfig.from_dict({"learning_rte": 0.1})
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "vitlab.train", "--config", "smoke", "--model_type", "ViT-X_99"], "valid names: ViT-Ti_16"),
+        (["-m", "vitlab.train", "--config", "smoke", "--pretrained_dir", "nowhere.npz"], "nowhere.npz does not exist"),
+        (["-m", "vitlab.evaluate", "--checkpoint", "nowhere.pt"], "nowhere.pt does not exist"),
+    ],
+)
+def test_bad_input_ends_the_command_with_its_message_not_a_traceback(tmp_path, args, message):
+    done = subprocess.run([sys.executable, *args], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "error: " in done.stderr and message in done.stderr
+    assert "Traceback" not in done.stderr

@@ -799,4 +799,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (FileNotFoundError, FileExistsError, ConnectionError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)  # bad input: the message says what is wrong and what to do
+        sys.exit(1)
