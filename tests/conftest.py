@@ -23,6 +23,15 @@ def randomize_(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
     return model
 
 
+def assert_same_logits(model, reference, img_size, atol=1e-5, min_logit=0.1):
+    """Both models give the same logits for one random batch, and the logits are not all ~0."""
+    x = torch.randn(2, 3, img_size, img_size)
+    with torch.no_grad():
+        ours, theirs = model.eval()(x), reference.eval()(x)
+    assert ours.abs().max() > min_logit  # real logits, not a zero head
+    torch.testing.assert_close(ours, theirs, atol=atol, rtol=0)
+
+
 @pytest.fixture(scope="session")
 def synthetic_cifar(tmp_path_factory):
     """A small synthetic CIFAR-10 folder in the real pickle layout (2000 train / 500 test images)."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import randomize_
+from conftest import assert_same_logits, randomize_
 from safetensors.torch import save_file
 from timm.layers import StdConv2dSame
 from timm.layers import pad_same as timm_pad_same
@@ -86,14 +86,6 @@ def timm_hybrid(layers, img_size, **kwargs):
 def write_npz(path, arrays):
     np.savez(path, **arrays)
     return path
-
-
-def assert_same_logits(model, reference, img_size, atol=1e-5):
-    x = torch.randn(2, 3, img_size, img_size)
-    with torch.no_grad():
-        ours, theirs = model.eval()(x), reference.eval()(x)
-    assert ours.abs().max() > 0.1  # real logits, not a zero head
-    torch.testing.assert_close(ours, theirs, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("layers", [(1, 1, 1), (3, 4, 9)], ids=["one-unit-stages", "R50-stages"])

@@ -5,6 +5,7 @@ import functools
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import conftest
 import pytest
 import timm
 import torch
@@ -40,12 +41,7 @@ def save(state_dict: dict, path, wrap: str | None = None):
     return path
 
 
-def assert_same_logits(model, reference, img_size, atol=1e-5):
-    x = torch.randn(2, 3, img_size, img_size)
-    with torch.no_grad():
-        ours, theirs = model.eval()(x), reference.eval()(x)
-    assert ours.abs().max() > 0.01  # real logits, not a zero head
-    torch.testing.assert_close(ours, theirs, atol=atol, rtol=0)
+assert_same_logits = functools.partial(conftest.assert_same_logits, min_logit=0.01)
 
 
 @pytest.mark.parametrize("filename, wrap", [("mae.pth", "model"), ("mae.safetensors", None), ("mae.bin", None)])
