@@ -1,4 +1,27 @@
-"""vitlab: the Vision Transformer, readable and exact, for notebooks, experiments and the command line."""
+"""vitlab: the Vision Transformer, readable and exact, for notebooks, experiments and the command line.
+
+A map of the package, in the order of the paper and of an experiment:
+
+    configs     ModelConfig and the presets (ViT-B_16, ...), VITConfig and the experiments (finetune, scratch, smoke)
+    model       the ViT top to bottom: PatchEmbedding -> Attention -> MLP -> EncoderBlock -> VisionTransformer
+    hybrid      the ResNet-50 stem of R50+ViT-B_16
+    factory     create_model, list_models          (python -m vitlab.factory: the table of presets)
+    data        CIFAR-10/100, the transforms, synthetic CIFAR-format data for offline runs
+    augment     augmentation in batches on the device
+    train       train(cfg) and the trainer          (python -m vitlab.train)
+    evaluate    top-1, top-5 and loss of a model    (python -m vitlab.evaluate)
+    predict     classes of image files              (python -m vitlab.predict)
+    visualize   patches, position embeddings, attention rollout and distance, curves of runs
+    pretrained  Google's .npz checkpoints in (load_pretrained) and out (save_npz)
+    download    Google's checkpoints into Pretrained/  (python -m vitlab.download --list)
+    bench       images/s of vitlab against timm    (python -m vitlab.bench)
+
+Start with:
+
+    import vitlab
+    model = vitlab.create_model("ViT-B_16", num_classes=10, img_size=224)
+    result = vitlab.train(vitlab.get_experiment("smoke"))    # seconds on a CPU, synthetic data
+"""
 
 import warnings
 

@@ -105,10 +105,14 @@ def known_checkpoint(filename: str) -> tuple[str, str] | None:
 
 def list_checkpoints() -> str:
     """A printable list of every known checkpoint, its local name and its address."""
-    lines = []
-    for variant, names in CHECKPOINTS.items():
+    rows = {variant: [(name, local_name(name, variant), url_for(name, variant)) for name in names]
+            for variant, names in CHECKPOINTS.items()}  # fmt: skip
+    name_width = max(len(row[0]) for table in rows.values() for row in table)
+    file_width = max(len(row[1]) for table in rows.values() for row in table)
+    lines = [f"  {'name':<{name_width}}  {'saved as':<{file_width}}  address"]
+    for variant, table in rows.items():
         lines.append(f"{variant}:")
-        lines += [f"  {name:<14} {local_name(name, variant):<44} {url_for(name, variant)}" for name in names]
+        lines += [f"  {name:<{name_width}}  {file:<{file_width}}  {url}" for name, file, url in table]
     return "\n".join(lines)
 
 

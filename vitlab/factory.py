@@ -46,6 +46,26 @@ def show_support_list() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vitlab.factory`: print the table of presets and aliases."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m vitlab.factory",
+        description="Print every model preset (image size, patch, width, depth, heads, pooling)\n"
+        "and every alias that vitlab.create_model and --model_type accept.",
+        epilog="in Python:\n"
+        "  vitlab.list_models()                                   # the names\n"
+        '  vitlab.create_model("ViT-B_16", num_classes=10, img_size=224)\n'
+        '  vitlab.create_model("ViT-B_16", num_layers=6)          # any ModelConfig field as a keyword',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.parse_args(argv)
     print(show_support_list())
     print(f"{len(list_models())} names")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
