@@ -7,7 +7,9 @@ vitlab rather than redefining its modules.
 """
 
 import ast
+import base64
 import re
+import struct
 from pathlib import Path
 
 import nbformat
@@ -87,6 +89,20 @@ def test_output_policy(path):
     else:
         dirty = [i for i, cell in enumerate(cells) if cell.outputs or cell.execution_count is not None]
         assert not dirty, f"{path.name} must be committed without outputs (code cells {dirty} have some)"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in NOTEBOOKS if p.stem in COMMITTED_WITH_OUTPUTS], ids=sorted(COMMITTED_WITH_OUTPUTS)
+)
+def test_committed_figures_are_readable_sizes(path):
+    """Figures of 600-900 pixels (about 100 dpi): a 14 x 14 grid of tiles stays legible on GitHub."""
+    for index, cell in enumerate(code_cells(read(path))):
+        for out in cell.outputs:
+            if "image/png" in out.get("data", {}):
+                png = base64.b64decode(out.data["image/png"])
+                width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+                assert 550 <= width <= 1000, f"{path.name}, code cell {index}: a figure {width} pixels wide"
+                assert 200 <= height <= 1000, f"{path.name}, code cell {index}: a figure {height} pixels high"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=EXPECTED)

@@ -221,6 +221,9 @@ def test_plot_runs_draws_every_run_against_steps_and_time(tmp_path):
     np.testing.assert_array_equal(runs["scratch"]["train/loss"][0], [0, 10])
     minutes = fig.axes[1].get_lines()[0].get_xdata()  # train/loss against time since the writer opened
     assert 0 <= minutes[0] <= minutes[1] < 1
+    np.testing.assert_allclose(fig.axes[2].get_lines()[0].get_ydata(), [20.0, 40.0], rtol=1e-6)  # in percent
+    assert fig.axes[2].get_ylabel() == "val/accuracy (%)"
+    np.testing.assert_allclose(runs["scratch"]["val/accuracy"][2], [0.2, 0.4], rtol=1e-6)  # returned as stored
     with pytest.raises(ValueError, match="train/loss"):
         plot_runs({"a": tmp_path / "a"}, tags=["lr"])
 

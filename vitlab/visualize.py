@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 HEAD_FUSIONS = ("mean", "max", "min")
+# Figures are sized in inches for about 100 dpi (the notebooks' `figure.dpi`): 6-9 inches is 600-900 pixels,
+# readable on a laptop screen and on GitHub without zooming.
+FIGURE_WIDTH = 8.0
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -85,7 +88,8 @@ def show_patches(
             f"resize or crop it to a multiple of {patch_size}"
         )
     rows, cols = height // patch_size, width // patch_size
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.35, rows * 0.35), squeeze=False)
+    cell = 6.5 / max(rows, cols)  # inches per patch: the grid is 6.5 inches on its longer side
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell), squeeze=False)
     for r in range(rows):
         for c in range(cols):
             patch = array[r * patch_size : (r + 1) * patch_size, c * patch_size : (c + 1) * patch_size]
@@ -117,7 +121,8 @@ def plot_position_embedding_similarity(
 ) -> plt.Figure:
     """The (g, g, g, g) similarity as one g x g mosaic of g x g tiles, as in the paper's Figure 7.
 
-    The colour scale runs from `vmin` (the paper's -1; None: the smallest value) to 1.
+    The colour scale runs from `vmin` (the paper's -1; None: the smallest value) to 1; keep the default
+    -1 to compare several plots by their colours.
     """
     grid = similarity.shape[0]
     pad = 1
@@ -126,14 +131,14 @@ def plot_position_embedding_similarity(
         for c in range(grid):
             top, left = r * (grid + pad), c * (grid + pad)
             mosaic[top : top + grid, left : left + grid] = similarity[r, c]
-    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, FIGURE_WIDTH * 0.85))
     shown = ax.imshow(mosaic, cmap="viridis", vmin=np.nanmin(mosaic) if vmin is None else vmin, vmax=1)
     centres = [i * (grid + pad) + (grid - 1) / 2 for i in range(grid)]
-    ax.set_xticks(centres, range(1, grid + 1), fontsize=6)
-    ax.set_yticks(centres, range(1, grid + 1), fontsize=6)
+    ax.set_xticks(centres, range(1, grid + 1), fontsize=8)
+    ax.set_yticks(centres, range(1, grid + 1), fontsize=8)
     ax.set_xlabel("input patch column")
     ax.set_ylabel("input patch row")
-    fig.colorbar(shown, ax=ax, label="cosine similarity")
+    fig.colorbar(shown, ax=ax, label="cosine similarity", fraction=0.046, pad=0.03)
     ax.set_title(title or "Position embedding similarity")
     return fig
 
@@ -216,7 +221,8 @@ def plot_rollout(
     masks = np.asarray(masks)
     masks = masks[None] if masks.ndim == 2 else masks
     images = [images] if len(masks) == 1 and _is_single_image(images) else list(images)
-    fig, axes = plt.subplots(2, len(masks), figsize=(2.2 * len(masks), 4.4), squeeze=False)
+    cell = min(2.0, 9.0 / len(masks))  # inches per image; at most 9 inches in all
+    fig, axes = plt.subplots(2, len(masks), figsize=(cell * len(masks), 2 * cell + 0.6), squeeze=False)
     for i, (image, mask) in enumerate(zip(images, masks)):
         array = to_display(image, value_range)
         size = array.shape[:2]
@@ -227,11 +233,11 @@ def plot_rollout(
         axes[1, i].imshow(array, cmap="gray" if array.ndim == 2 else None)
         axes[1, i].imshow(upsampled, cmap="jet", alpha=alpha)
         if titles is not None:
-            axes[0, i].set_title(titles[i], fontsize=9)
+            axes[0, i].set_title(titles[i], fontsize=10)
         axes[0, i].axis("off")
         axes[1, i].axis("off")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -287,7 +293,8 @@ def plot_attention_distance(
     named = {"model": distances} if isinstance(distances, np.ndarray) else dict(distances)
     if uniform is not None and not isinstance(uniform, Mapping):
         uniform = dict.fromkeys(named, uniform)
-    fig, axes = plt.subplots(1, len(named), figsize=(3.8 * len(named), 3.2), squeeze=False)
+    width = min(4.5 * len(named), 9.0) if len(named) > 1 else 6.0
+    fig, axes = plt.subplots(1, len(named), figsize=(width, 4.0), squeeze=False)
     for ax, (label, values) in zip(axes[0], named.items()):
         layers, heads = values.shape
         for head in range(heads):
@@ -298,7 +305,7 @@ def plot_attention_distance(
         ax.set_xlabel("network depth (layer)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("mean attention distance (pixels)")
-        ax.set_title(label, fontsize=10)
+        ax.set_title(label, fontsize=11)
         ax.set_ylim(bottom=0)
     fig.tight_layout()
     return fig
@@ -328,7 +335,8 @@ def plot_embedding_filters(components: torch.Tensor, columns: int = 7, title: st
     """Each principal component as a small RGB image, scaled to its own range."""
     n = components.shape[0]
     rows = math.ceil(n / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.7, rows * 0.7 + 0.3), squeeze=False)
+    cell = 7.5 / columns  # inches per filter: 7.5 inches across
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * cell, rows * cell + 0.6), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -336,7 +344,7 @@ def plot_embedding_filters(components: torch.Tensor, columns: int = 7, title: st
             low, high = component.min(), component.max()
             image = ((component - low) / max(high - low, 1e-12)).transpose(1, 2, 0)
             ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
-    fig.suptitle(title or "RGB embedding filters (first principal components)", fontsize=9)
+    fig.suptitle(title or "RGB embedding filters (first principal components)", fontsize=11)
     fig.subplots_adjust(wspace=0.08, hspace=0.08)
     return fig
 
@@ -376,7 +384,8 @@ def plot_runs(
 ) -> tuple[plt.Figure, dict[str, dict]]:
     """Curves of several runs side by side: one row per tag, against steps (left) and wall-clock minutes (right).
 
-    `tags=None` plots every tag that all runs share. Returns the Figure and the scalars read,
+    `tags=None` plots every tag that all runs share. Accuracies (tags with "accuracy", "top1" or "top5",
+    stored as fractions) are drawn in percent. Returns the Figure and the scalars read, as stored,
     {label: {tag: (steps, wall_times, values)}}.
     """
     loaded = {label: _read_run(path) for label, path in run_dirs.items()}
@@ -389,20 +398,27 @@ def plot_runs(
     missing = [tag for tag in tags if not any(tag in scalars for scalars in runs.values())]
     if missing or not tags:
         raise ValueError(f"tags {missing or 'shared by all runs'} not found; the runs have {', '.join(available)}")
-    fig, axes = plt.subplots(len(tags), 2, figsize=(9, 2.3 * len(tags)), squeeze=False)
+    fig, axes = plt.subplots(len(tags), 2, figsize=(9, 2.5 * len(tags)), squeeze=False)
     for row, tag in enumerate(tags):
+        scale = 100.0 if is_accuracy(tag) else 1.0
         for label, (scalars, start) in loaded.items():
             if tag not in scalars:
                 continue
             steps, wall_times, values = scalars[tag]
-            axes[row, 0].plot(steps, values, marker="." if len(steps) < 30 else None, label=label)
-            axes[row, 1].plot((wall_times - start) / 60.0, values, marker="." if len(steps) < 30 else None, label=label)
-        axes[row, 0].set_ylabel(tag)
+            marker = "." if len(steps) < 30 else None
+            axes[row, 0].plot(steps, values * scale, marker=marker, label=label)
+            axes[row, 1].plot((wall_times - start) / 60.0, values * scale, marker=marker, label=label)
+        axes[row, 0].set_ylabel(f"{tag} (%)" if scale == 100.0 else tag)
         axes[row, 0].set_xlabel("step")
         axes[row, 1].set_xlabel("wall-clock time since the start (minutes)")
         axes[row, 0].legend(fontsize=8)
     fig.tight_layout()
     return fig, runs
+
+
+def is_accuracy(tag: str) -> bool:
+    """Whether a scalar tag holds an accuracy (a fraction that plots show in percent)."""
+    return any(word in tag for word in ("accuracy", "top1", "top5"))
 
 
 # --- classification results -----------------------------------------------------------------------
@@ -447,20 +463,21 @@ def show_misclassified(
     columns: int = 8,
     value_range: tuple[float, float] | None = None,
 ) -> plt.Figure:
-    """Up to `max_images` images whose prediction is wrong, titled "true -> predicted"."""
+    """Up to `max_images` images whose prediction is wrong, titled "true -> predicted" on two lines."""
     preds = torch.as_tensor(preds).flatten().cpu()
     labels = torch.as_tensor(labels).flatten().cpu()
     wrong = torch.nonzero(preds != labels).flatten()[:max_images].tolist()
     name = (lambda i: class_names[i]) if class_names is not None else str
     columns = max(1, min(columns, len(wrong)))
     rows = max(1, math.ceil(len(wrong) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows), squeeze=False)
+    cell = 8.8 / max(columns, 6)  # inches per image: room for a 10-letter class name at 9 points
+    fig, axes = plt.subplots(rows, columns, figsize=(cell * columns, (cell + 0.45) * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, index in zip(axes.flat, wrong):
         array = to_display(images[index], value_range)
         ax.imshow(array, cmap="gray" if array.ndim == 2 else None)
-        ax.set_title(f"{name(int(labels[index]))}\n-> {name(int(preds[index]))}", fontsize=7)
+        ax.set_title(f"{name(int(labels[index]))}\n-> {name(int(preds[index]))}", fontsize=9)
     if not wrong:
         axes[0, 0].set_title("no misclassified images")
     fig.tight_layout()
