@@ -170,8 +170,8 @@ class VITConfig:
     model_type: str = "ViT-B_16"  # a preset or alias of vitlab.list_models()
     pretrained_dir: str | None = None  # Google .npz checkpoint to start from; None trains from scratch
     save_dir: str = "./Model/"  # checkpoints go to save_dir/<run name>/{best,last}.pt
-    name: str | None = None  # run name; None means record_algo + test_cycles
-    record_algo: str = "ViT_"  # prefix of the automatic run name
+    name: str | None = None  # run name; None: <record_algo>_<model_type>_<dataset>_<test_cycles>
+    record_algo: str = "vit"  # the experiment ("finetune", "scratch", ...): first part of the automatic run name
     test_cycles: str = field(default_factory=_timestamp)  # timestamp that makes the automatic run name unique
     decay_type: str = "cosine"  # learning-rate decay after warmup: "cosine" or "linear"
     device: str = "auto"  # "auto" (cuda when available), "cuda", "cuda:1", "cpu"
@@ -205,8 +205,15 @@ class VITConfig:
 
     @property
     def run_name(self) -> str:
-        """The folder name of this run under log_dir and save_dir."""
-        return self.name or f"{self.record_algo}{self.test_cycles}"
+        """The folder name of this run under log_dir and save_dir: `name`, or what the run is and when it started.
+
+        E.g. "scratch_ViT-CIFAR-3M_cifar10_20261121_080312"; notebooks find runs by their saved config.json
+        (`find_runs`), never by this name.
+        """
+        if self.name:
+            return self.name
+        parts = (self.record_algo.strip("_"), self.model_type, self.dataset, self.test_cycles)
+        return "_".join(part for part in parts if part).replace("/", "-")
 
     def replace(self, **overrides) -> VITConfig:
         """A copy with some fields changed; unknown field names are an error that lists the valid ones."""
@@ -260,7 +267,7 @@ EXPERIMENTS: dict[str, dict] = {
         dataset="cifar10",
         model_type="ViT-B_16",
         pretrained_dir="./Pretrained/imagenet21k_ViT-B_16.npz",
-        record_algo="Pretrained_VIT_Cifar10_ViTB16_",
+        record_algo="finetune",
         img_size=224,
         train_batch_size=512,
         gradient_accumulation_steps=8,
@@ -284,7 +291,7 @@ EXPERIMENTS: dict[str, dict] = {
     "scratch": dict(
         dataset="cifar10",
         model_type="ViT-CIFAR-3M",
-        record_algo="Scratch_VIT_Cifar10_CIFAR3M_",
+        record_algo="scratch",
         img_size=32,
         train_batch_size=512,
         eval_batch_size=512,
@@ -305,7 +312,7 @@ EXPERIMENTS: dict[str, dict] = {
     "smoke": dict(
         dataset="synthetic",
         model_type="ViT-Test",
-        record_algo="Smoke_",
+        record_algo="smoke",
         img_size=32,
         train_batch_size=32,
         eval_batch_size=128,
@@ -328,3 +335,21 @@ def get_experiment(experiment: str, /, **overrides) -> VITConfig:
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; valid names: {', '.join(EXPERIMENTS)}")
     return VITConfig(**EXPERIMENTS[experiment]).replace(**overrides)
+
+
+def find_runs(save_dir: str | os.PathLike, where=None) -> list[tuple[Path, VITConfig]]:
+    """(run folder, its VITConfig) of every run under `save_dir` with a config.json, newest first.
+
+    `where(cfg)` keeps the runs it returns True for, e.g. real CIFAR-10 runs from scratch:
+    `find_runs("Model", lambda cfg: cfg.dataset == "cifar10" and not cfg.pretrained_dir)`.
+    A run's TensorBoard events are in `<log_dir>/<folder name>`.
+    """
+    found = []
+    for path in Path(save_dir).glob("*/config.json"):
+        try:
+            cfg = VITConfig.from_json(path)
+        except (ValueError, TypeError):  # not a vitlab run's config
+            continue
+        if where is None or where(cfg):
+            found.append((path.stat().st_mtime, path.parent, cfg))
+    return [(folder, cfg) for _, folder, cfg in sorted(found, key=lambda item: item[0], reverse=True)]
