@@ -1,6 +1,6 @@
 """Synthetic checkpoints in Google's exact `.npz` layout, written from the architecture numbers alone.
 
-Independent of `vitlab.pretrained.save_npz`: the key names and shapes are spelled out here as in
+Independent of `vitlab.weights.npz.save_npz`: the key names and shapes are spelled out here as in
 Google's `vit_jax/models_vit.py`, so a mistake in the exporter cannot hide a mistake in the loader.
 """
 

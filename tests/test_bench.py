@@ -9,8 +9,8 @@ from conftest import randomize_
 from torch.utils.flop_counter import FlopCounterMode
 
 from vitlab.bench import format_report, main, peak_tflops, run_benchmark, timm_twin, vit_flops
-from vitlab.convert import vitlab_to_timm
 from vitlab.factory import create_model
+from vitlab.weights.convert import vitlab_to_timm
 
 TINY = dict(model="ViT-Test", img_size=32, batch_size=4, repeats=1, steps=1, warmup=1)
 

@@ -8,7 +8,7 @@ import torch
 from conftest import randomize_
 
 import vitlab
-from vitlab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 
 def _run_checkpoint(tmp_path):

@@ -34,7 +34,7 @@ def _reference_lr(step, base, warmup, total):
 @pytest.fixture(scope="module")
 def seed_run(tmp_path_factory, synthetic_cifar):
     """ViT-pytorch's train.py command, pointed at synthetic CIFAR-10 and a synthetic Google-format checkpoint."""
-    from vitlab.pretrained import save_npz
+    from vitlab.weights.npz import save_npz
 
     work = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vitlab.checkpoint import load_checkpoint
 from vitlab.configs import VITConfig
 from vitlab.train import train
+from vitlab.weights.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from npz_helpers import Arch, write_google_npz
 
-from vitlab.download import download, known_checkpoint, main, url_for
+from vitlab.download import main
+from vitlab.weights.download import download, known_checkpoint, url_for
 
 ARCH = Arch(patch=8, width=32, depth=2, heads=2, mlp=64, img_size=32, num_classes=10)
 REMOTE = "/imagenet21k/ViT-B_16.npz"

@@ -22,7 +22,9 @@ from timm.models.vision_transformer_hybrid import _create_vision_transformer_hyb
 
 import vitlab
 from vitlab.hybrid import StdConv2d, pad_same
-from vitlab.pretrained import CheckpointError, load_pretrained, save_npz
+from vitlab.weights.errors import CheckpointError
+from vitlab.weights.load import load_pretrained
+from vitlab.weights.npz import save_npz
 
 SMALL = dict(hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128, num_classes=5)
 

@@ -8,8 +8,8 @@ from conftest import randomize_
 from timm.layers import resample_abs_pos_embed
 
 import vitlab
-from vitlab.convert import vitlab_to_timm
 from vitlab.model import resize_pos_embed
+from vitlab.weights.convert import vitlab_to_timm
 
 # (vitlab overrides, timm keyword arguments for the same architecture)
 ARCHITECTURES = {

@@ -14,13 +14,13 @@ from PIL import Image
 from torchvision import transforms
 
 from vitlab.augment import uint8_cifar
-from vitlab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from vitlab.configs import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, VITConfig, get_experiment, get_model_config
 from vitlab.data import build_datasets, build_test_set, build_transforms, image_normalization
 from vitlab.factory import create_model
 from vitlab.predict import load_image, predict
-from vitlab.pretrained import load_pretrained
 from vitlab.train import Distributed, build_device_batches, build_train_loader, follow_model_normalization, log_samples
+from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from vitlab.weights.load import load_pretrained
 
 PIXEL = (255, 0, 51)  # one RGB pixel whose normalised values are worked out by hand below
 # (pixel / 255 - mean) / std with ImageNet's statistics, written out number by number.

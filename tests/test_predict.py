@@ -12,10 +12,10 @@ from conftest import randomize_
 from npz_helpers import Arch, write_google_npz
 from PIL import Image
 
-from vitlab.checkpoint import save_checkpoint
 from vitlab.data import CIFAR10_CLASSES
 from vitlab.factory import create_model
 from vitlab.predict import load_image, main, predict
+from vitlab.weights.checkpoint import save_checkpoint
 
 # Logits set through the head bias alone (zero head weight): the probabilities are softmax(bias).
 PROBABILITIES = [0.05, 0.02, 0.08, 0.50, 0.03, 0.20, 0.04, 0.03, 0.03, 0.02]  # "cat", then "dog"
@@ -90,7 +90,7 @@ def test_cli_with_a_google_npz(tmp_path, png, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out.splitlines()[1:]
     # the same model built by hand and loaded through load_pretrained
-    from vitlab.pretrained import load_pretrained
+    from vitlab.weights.load import load_pretrained
 
     reference = create_model("ViT-Test", img_size=48, num_classes=4, classifier="gap", class_token=False)
     load_pretrained(reference, path, verbose=False)

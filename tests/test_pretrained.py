@@ -14,7 +14,9 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 from timm.models.vision_transformer import _load_weights
 
 from vitlab.factory import create_model
-from vitlab.pretrained import CheckpointError, load_pretrained, save_npz
+from vitlab.weights.errors import CheckpointError
+from vitlab.weights.load import load_pretrained
+from vitlab.weights.npz import save_npz
 
 # name -> (architecture of the file, vitlab overrides, timm keyword arguments)
 ARCHITECTURES = {

@@ -15,9 +15,11 @@ from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 
 import vitlab
-from vitlab.download import CHECKPOINTS, download, known_checkpoint, local_name, main, url_for
-from vitlab.pretrained import CheckpointError, load_pretrained
-from vitlab.state_dicts import detect_layout, read_torch_state_dict, to_vitlab_state_dict
+from vitlab.download import main
+from vitlab.weights.download import CHECKPOINTS, download, known_checkpoint, local_name, url_for
+from vitlab.weights.errors import CheckpointError
+from vitlab.weights.load import load_pretrained
+from vitlab.weights.state_dicts import detect_layout, read_torch_state_dict, to_vitlab_state_dict
 
 # A shrunken ViT-B/16 (patch 16, MAE's pooling) so the checks take milliseconds.
 SMALL = dict(img_size=32, hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128, num_classes=7)

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from vitlab.checkpoint import load_checkpoint, model_from_checkpoint
 from vitlab.configs import VITConfig, get_experiment
 from vitlab.data import build_datasets
 from vitlab.evaluate import evaluate
 from vitlab.factory import create_model
 from vitlab.train import StepSampler, build_optimizer, build_scheduler, train
+from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 @pytest.fixture(autouse=True)

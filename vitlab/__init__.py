@@ -30,7 +30,7 @@ import warnings
 warnings.filterwarnings("ignore", message=r".*'vitlab\.\w+' found in sys\.modules", category=RuntimeWarning)
 
 from vitlab.configs import EXPERIMENTS, ModelConfig, VITConfig, get_experiment, get_model_config
-from vitlab.download import download
+from vitlab.download import download  # the function; `python -m vitlab.download` is the command
 from vitlab.evaluate import evaluate
 from vitlab.factory import create_model, list_models, show_support_list
 from vitlab.model import (
@@ -43,8 +43,9 @@ from vitlab.model import (
     resize_pos_embed,
 )
 from vitlab.predict import predict
-from vitlab.pretrained import load_pretrained, save_npz
 from vitlab.train import train
+from vitlab.weights.load import load_pretrained
+from vitlab.weights.npz import save_npz
 
 __version__ = "0.1.0"
 

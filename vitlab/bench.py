@@ -36,7 +36,7 @@ from torch import nn
 from vitlab.configs import ModelConfig
 from vitlab.evaluate import autocast_context
 from vitlab.factory import create_model
-from vitlab.files import atomic_write
+from vitlab.weights.files import atomic_write
 
 # Dense bf16 tensor-core peaks in TFLOP/s (fp16 for GPUs without bf16), from NVIDIA's data sheets;
 # the first name found in `torch.cuda.get_device_name()` wins, so the more specific ones come first.

@@ -69,8 +69,8 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> dict:
     """Command line: evaluate a trainer checkpoint on the test split of a dataset."""
-    from vitlab.checkpoint import load_checkpoint, model_from_checkpoint
     from vitlab.data import build_test_set
+    from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint
 
     parser = argparse.ArgumentParser(prog="python -m vitlab.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by python -m vitlab.train")

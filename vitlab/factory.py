@@ -28,7 +28,7 @@ def create_model(
         overrides["img_size"] = img_size
     model = VisionTransformer(get_model_config(name, **overrides))
     if pretrained is not None:
-        from vitlab.pretrained import load_pretrained
+        from vitlab.weights.load import load_pretrained
 
         load_pretrained(model, pretrained)
     return model

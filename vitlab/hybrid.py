@@ -172,25 +172,3 @@ class HybridEmbedding(PatchGrid):
         features = self.backbone(x)  # (B, 1024, H/16, W/16)
         x = self.proj(features)  # (B, D, H/16, W/16)
         return rearrange(x, "b d gh gw -> b (gh gw) d")  # (B, N, D)
-
-
-# --- Google's `.npz` names for the backbone (models_resnet.py / models_vit.py) ---------------------
-def google_backbone_names(backbone: ResNetBackbone) -> dict[str, str]:
-    """Google array name -> vitlab state-dict key for every backbone tensor (kernels are HWIO there)."""
-    names = {
-        "conv_root/kernel": "stem.conv.weight",
-        "gn_root/scale": "stem.norm.weight",
-        "gn_root/bias": "stem.norm.bias",
-    }
-    for i, stage in enumerate(backbone.stages):
-        for j, unit in enumerate(stage.blocks):
-            # Google counts blocks and units from 1; a unit's norms are gn1..3, its shortcut conv_proj / gn_proj.
-            google, ours = f"block{i + 1}/unit{j + 1}/", f"stages.{i}.blocks.{j}."
-            layers = [(f"conv{r}", f"gn{r}", f"conv{r}", f"norm{r}") for r in (1, 2, 3)]
-            if unit.downsample is not None:
-                layers.append(("conv_proj", "gn_proj", "downsample.conv", "downsample.norm"))
-            for google_conv, google_norm, conv, norm in layers:
-                names[f"{google}{google_conv}/kernel"] = f"{ours}{conv}.weight"
-                names[f"{google}{google_norm}/scale"] = f"{ours}{norm}.weight"
-                names[f"{google}{google_norm}/bias"] = f"{ours}{norm}.bias"
-    return {google: f"patch_embed.backbone.{ours}" for google, ours in names.items()}

@@ -103,9 +103,10 @@ def model_from_npz(
     model_type: str, path: str | os.PathLike, num_classes: int | None = None, img_size: int | None = None
 ) -> VisionTransformer:
     """Build `model_type` shaped like Google's checkpoint at `path` (grid, classes, pooling) and load it."""
-    from vitlab.download import fetch_if_missing
     from vitlab.factory import create_model
-    from vitlab.pretrained import load_pretrained, read_npz
+    from vitlab.weights.download import fetch_if_missing
+    from vitlab.weights.load import load_pretrained
+    from vitlab.weights.npz import read_npz
 
     arrays = read_npz(fetch_if_missing(path))  # the file's shapes decide the model, so fetch it first
     overrides = {}
@@ -152,7 +153,7 @@ def _load(args) -> tuple[VisionTransformer, list[str] | None]:
     if checkpoint.suffix == ".npz":
         model, class_names = model_from_npz(args.model_type, checkpoint, args.num_classes, args.img_size), None
     else:
-        from vitlab.checkpoint import model_from_checkpoint
+        from vitlab.weights.checkpoint import model_from_checkpoint
 
         model, class_names = model_from_checkpoint(checkpoint)
     if args.labels:

@@ -298,8 +298,8 @@ def _datasets(cfg: VITConfig, train_set, val_set, test_set, model):
 # --- model, optimiser, schedule -------------------------------------------------------------------
 def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
     """`create_model(cfg.model_type, ...)` with `cfg.model_overrides`, then `cfg.pretrained_dir` when set."""
-    from vitlab.download import known_checkpoint
     from vitlab.factory import create_model
+    from vitlab.weights.download import known_checkpoint
 
     overrides = {k: v for k, v in cfg.model_overrides.items() if k not in ("num_classes", "img_size")}
     model = create_model(cfg.model_type, num_classes=num_classes, img_size=cfg.img_size, **overrides)
@@ -312,7 +312,7 @@ def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
                 "`python -m vitlab.download --list` shows them all) to that path, "
                 "fix --pretrained_dir, or pass --pretrained_dir '' to train from scratch"
             )
-        from vitlab.pretrained import load_pretrained
+        from vitlab.weights.load import load_pretrained
 
         load_pretrained(model, path)  # fetches a missing file first when it has a known name
     return model
@@ -514,7 +514,7 @@ class _Run:
         self.micro = check_config(cfg, env.world_size)
         self.resume_state = None
         if cfg.resume:
-            from vitlab.checkpoint import load_checkpoint
+            from vitlab.weights.checkpoint import load_checkpoint
 
             self.resume_state = load_checkpoint(resume_path(cfg))
             saved = self.resume_state.get("config", {})  # keep writing to the interrupted run's folders
@@ -636,7 +636,7 @@ class _Run:
                 self.save("best.pt")
 
     def save(self, filename: str) -> Path:
-        from vitlab.checkpoint import save_checkpoint
+        from vitlab.weights.checkpoint import save_checkpoint
 
         state = checkpoint_state(
             self.cfg, self.model, self.optimizer, self.scheduler, self.scaler, self.step,
@@ -662,7 +662,7 @@ class _Run:
         }
         if env.is_main:
             if best_path.is_file():
-                from vitlab.checkpoint import load_checkpoint
+                from vitlab.weights.checkpoint import load_checkpoint
 
                 self.model.load_state_dict(load_checkpoint(best_path, map_location=self.device)["model"])
             if self.test_set is not None:

@@ -4,7 +4,7 @@ file (.pth / .pt / .bin / .safetensors)
   -> read_torch_state_dict   tensors only (weights_only=True), unwrapped from {"model": ...}
   -> detect_layout           "timm" (also MAE's releases), "torchvision" or "vitlab"
   -> to_vitlab_state_dict    vitlab's key names, plus the file's own names for error messages
-  -> vitlab.pretrained.apply_state_dict   the same checks, resizing and atomic load as for .npz
+  -> vitlab.weights.load.apply_state_dict   the same checks, resizing and atomic load as for .npz
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from vitlab.configs import IMAGENET_MEAN, IMAGENET_STD
-from vitlab.convert import timm_to_vitlab, torchvision_to_vitlab, vitlab_to_timm, vitlab_to_torchvision
 from vitlab.model import VisionTransformer
-from vitlab.pretrained import CheckpointError
+from vitlab.weights.convert import timm_to_vitlab, torchvision_to_vitlab, vitlab_to_timm, vitlab_to_torchvision
+from vitlab.weights.errors import CheckpointError
 
 __all__ = [
     "TORCH_SUFFIXES",
