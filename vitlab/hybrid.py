@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vitlab.model import PatchGrid
+from vitlab.patch_grid import PatchGrid
 
 WEIGHT_STANDARDIZATION_EPS = 1e-8  # timm's StdConv2dSame for the hybrid
 GROUP_NORM_EPS = 1e-5  # timm's GroupNormAct

@@ -22,42 +22,18 @@ from torch import nn
 from torchvision.ops import stochastic_depth
 
 from vitlab.configs import CLASSIFIERS, ModelConfig
+from vitlab.hybrid import HybridEmbedding
+from vitlab.patch_grid import PatchGrid
 
 LAYER_NORM_EPS = 1e-6  # the value of Google's implementation; PyTorch's default 1e-5 changes logits
-
-
-class PatchGrid(nn.Module):
-    """What every patch embedding shares: the image size it accepts and the grid of patches it makes."""
-
-    def __init__(self, *, img_size: int, patch_size: int, in_chans: int):
-        super().__init__()
-        if img_size % patch_size != 0:
-            raise ValueError(
-                f"img_size {img_size} is not divisible by patch_size {patch_size}: choose an image "
-                f"size that is a multiple of {patch_size} (e.g. {img_size // patch_size * patch_size})"
-            )
-        self.img_size = img_size
-        self.patch_size = patch_size
-        self.in_chans = in_chans
-        self.grid_size = img_size // patch_size
-        self.num_patches = self.grid_size**2
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """A clear error, before any computation, for images the model was not built for."""
-        if x.ndim != 4 or x.shape[1] != self.in_chans or x.shape[2:] != (self.img_size, self.img_size):
-            raise ValueError(
-                f"expected images of shape (B, {self.in_chans}, {self.img_size}, {self.img_size}), got "
-                f"{tuple(x.shape)}: resize the input, or build the model with img_size={x.shape[-1]} "
-                f"/ in_chans={x.shape[1] if x.ndim == 4 else '?'} (position embeddings are resized "
-                "when a checkpoint is loaded)"
-            )
 
 
 class PatchEmbedding(PatchGrid):
     """Split an image into non-overlapping P x P patches and project each to D dimensions.
 
     A Conv2d with kernel = stride = P is exactly "flatten each patch, multiply by one matrix":
-    `forward_einops` computes the same thing the way the paper describes it.
+    `forward_einops` computes the same thing the way the paper describes it. The image size and
+    the patch grid (`grid_size`, `num_patches`, the input check) come from `vitlab.patch_grid.PatchGrid`.
     """
 
     def __init__(self, *, img_size: int, patch_size: int, in_chans: int, hidden_size: int):
@@ -193,8 +169,6 @@ class VisionTransformer(nn.Module):
             img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, hidden_size=cfg.hidden_size
         )
         if cfg.resnet_layers:  # the hybrid model: ResNet features instead of pixels (vitlab/hybrid.py)
-            from vitlab.hybrid import HybridEmbedding  # imported here: hybrid.py builds on this module
-
             self.patch_embed = HybridEmbedding(**embed_args, layers=cfg.resnet_layers)
         else:
             self.patch_embed = PatchEmbedding(**embed_args)

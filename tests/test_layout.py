@@ -1,0 +1,70 @@
+"""The package's imports form a tree of levels: no module imports, even inside a function, one that imports it back."""
+
+import ast
+from pathlib import Path
+
+import vitlab
+
+PACKAGE_DIR = Path(vitlab.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def vitlab_imports(path: Path, modules: set[str]) -> set[str]:
+    """Every vitlab module that `path` imports anywhere: top level, functions, `if __name__` blocks."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:  # `from vitlab.weights import npz` imports the module vitlab.weights.npz
+                submodule = f"{node.module}.{alias.name}"
+                found.add(submodule if submodule in modules else node.module)
+    return {name for name in found if name in modules}
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE_DIR.rglob("*.py"))
+    modules = {module_name(path) for path in paths}
+    return {module_name(path): vitlab_imports(path, modules) - {module_name(path)} for path in paths}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A list of modules that import each other in a circle, or None (depth-first search)."""
+    state: dict[str, str] = {}  # module -> "open" while on the current path, "done" once fully explored
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                return path[path.index(imported) :] + [imported]
+            if imported not in state and (cycle := visit(imported, [*path, imported])):
+                return cycle
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module, [module])):
+            return cycle
+    return None
+
+
+def test_the_graph_sees_imports_inside_functions():
+    graph = import_graph()
+    assert "vitlab.weights.load" in graph["vitlab.factory"]  # imported inside create_model
+    assert "vitlab.hybrid" in graph["vitlab.model"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_circles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_subpackages_only_describe_themselves():
+    # Importing vitlab.weights.files (from configs, data, bench) must not pull in the model or torch files.
+    for init in PACKAGE_DIR.glob("*/__init__.py"):
+        assert not vitlab_imports(init, set(import_graph())), init
