@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 
 import numpy as np
@@ -121,9 +122,18 @@ def test_log_samples_undoes_the_normalisation():
     torch.testing.assert_close(writer.images, pixels, atol=1e-6, rtol=0)
 
 
-def test_training_follows_the_given_models_normalisation(tmp_path, synthetic_cifar):
+def test_training_follows_the_given_models_normalisation(tmp_path, synthetic_cifar, monkeypatch):
     from vitlab.train import train
 
+    trainer = importlib.import_module("vitlab.train")  # the module (`vitlab.train` is the function)
+
+    built = []  # the normalisation of every set of datasets the trainer builds
+
+    def build_datasets_once(cfg):
+        built.append(image_normalization(cfg))
+        return build_datasets(cfg)
+
+    monkeypatch.setattr(trainer, "build_datasets", build_datasets_once)
     cfg = get_experiment(
         "smoke", dataset="cifar10", data_dir=str(synthetic_cifar), save_dir=str(tmp_path / "Model"),
         log_dir=str(tmp_path / "TB"), name="run", progress=False, num_steps=2, warmup_steps=1, eval_every=2,
@@ -131,6 +141,7 @@ def test_training_follows_the_given_models_normalisation(tmp_path, synthetic_cif
     )  # fmt: skip
     model = create_model("ViT-Test", image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
     train(cfg, model=model)
+    assert built == [(IMAGENET_MEAN, IMAGENET_STD)]  # decided before the data, which are built once
     saved = json.loads((tmp_path / "Model" / "run" / "config.json").read_text())
     assert saved["model_overrides"] == {"image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}
     restored, _ = model_from_checkpoint(tmp_path / "Model" / "run" / "last.pt")

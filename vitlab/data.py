@@ -130,6 +130,13 @@ def _source(cfg: VITConfig) -> tuple[str, Path]:
     return cfg.dataset, Path(cfg.data_dir)
 
 
+def num_classes(cfg: VITConfig) -> int:
+    """How many classes `cfg.dataset` has, known before any file is read (the trainer builds the model first)."""
+    if cfg.dataset not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
+    return {"cifar10": 10, "cifar100": 100, "synthetic": 10}[cfg.dataset]
+
+
 def build_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Dataset, list[str]]:
     """(train, val, test, class_names) for `cfg.dataset`, with the transforms of `cfg.augment`.
 

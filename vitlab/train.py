@@ -44,6 +44,7 @@ from vitlab.configs import (
     get_experiment,
     resolve_model_name,
 )
+from vitlab.data import build_datasets, image_normalization, num_classes
 from vitlab.evaluate import autocast_context, evaluate
 
 
@@ -262,8 +263,6 @@ def build_device_batches(cfg: VITConfig, dataset: Dataset, micro: int, env: Dist
     sampler = StepSampler(
         len(labels), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
     )
-    from vitlab.data import image_normalization
-
     mean, std = image_normalization(cfg)  # the model's input normalisation, as for the PIL transforms
     transform = DeviceAugment if cfg.augment == "finetune" else DeviceEvalTransform
     augment = transform(cfg.img_size, mean=mean, std=std)
@@ -276,12 +275,9 @@ def prepare_batch(batch, device: torch.device) -> tuple[torch.Tensor, torch.Tens
     return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
-def _datasets(cfg: VITConfig, train_set, val_set, test_set, model):
-    """The three splits and the class names: cfg.dataset's, or the caller's."""
-    if train_set is None:
-        from vitlab.data import build_datasets
-
-        return build_datasets(cfg)
+def class_names_of(cfg: VITConfig, train_set: Dataset, model=None) -> list[str]:
+    """The class names of a caller's training set: its `classes`, else numbers for the classes that
+    the model's head, `cfg.model_overrides["num_classes"]` or, last, the labels themselves show."""
     names = getattr(train_set, "classes", None)
     if not names and model is not None and isinstance(getattr(model, "head", None), torch.nn.Linear):
         names = [str(i) for i in range(model.head.out_features)]
@@ -292,7 +288,14 @@ def _datasets(cfg: VITConfig, train_set, val_set, test_set, model):
         if labels is None:
             labels = [int(train_set[i][1]) for i in range(len(train_set))]
         names = [str(i) for i in range(int(max(labels)) + 1)]
-    return train_set, val_set, test_set, list(names)
+    return list(names)
+
+
+def build_data(cfg: VITConfig, train_set, val_set, test_set, model) -> tuple:
+    """(train, val, test, class names): cfg.dataset's, built once for the inputs `cfg` describes, or the caller's."""
+    if train_set is None:
+        return build_datasets(cfg)
+    return train_set, val_set, test_set, class_names_of(cfg, train_set, model)
 
 
 # --- model, optimiser, schedule -------------------------------------------------------------------
@@ -324,8 +327,6 @@ def follow_model_normalization(cfg: VITConfig, model: torch.nn.Module) -> VITCon
     A given model, or torchvision weights that `load_pretrained` marks as ImageNet-normalised, decides
     how inputs are normalised; the data, device augmentation and saved config then all agree with it.
     """
-    from vitlab.data import image_normalization
-
     model_cfg = getattr(model, "cfg", None)
     if not hasattr(model_cfg, "image_mean"):
         return cfg
@@ -528,16 +529,17 @@ class _Run:
                 "or choose another --name (nothing was overwritten)"
             )
         seed_everything(cfg.seed)
-        with main_process_first(env):  # one process downloads CIFAR and the checkpoint, the others wait
-            self.train_set, self.val_set, self.test_set, self.class_names = _datasets(
+        with main_process_first(env):  # one process downloads the checkpoint and CIFAR, the others wait
+            if model is None:
+                classes = num_classes(cfg) if train_set is None else len(class_names_of(cfg, train_set))
+                model = build_model(cfg, classes)
+            # The model decides how its inputs are normalised (its preset, the overrides, a given model,
+            # or the weights loaded into it); the data are then built once, for those inputs.
+            self.cfg = cfg = follow_model_normalization(cfg, model)
+            self.train_set, self.val_set, self.test_set, self.class_names = build_data(
                 cfg, train_set, val_set, test_set, model
             )
-            self.model = model if model is not None else build_model(cfg, len(self.class_names))
-            self.cfg = follow_model_normalization(cfg, self.model)
-            if self.cfg is not cfg and train_set is None:  # the data were built for other inputs: build them again
-                cfg = self.cfg
-                self.train_set, self.val_set, self.test_set, self.class_names = _datasets(cfg, None, None, None, None)
-        self.model = self.model.to(self.device)
+        self.model = model.to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.device)
         self.scheduler = build_scheduler(cfg, self.optimizer)
@@ -561,8 +563,6 @@ class _Run:
             cfg.to_json(self.run_dir / "config.json")
         self.writer = open_writer(cfg, env, self.step)
         if self.writer is not None and self.step == 0:
-            from vitlab.data import image_normalization
-
             mean, std = image_normalization(cfg)
             log_samples(self.writer, self.train_set, cfg.seed, mean=mean, std=std)
         start_time = time.perf_counter()
