@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 
 import numpy as np
@@ -19,7 +18,10 @@ from vitlab.configs import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, VITConfig, 
 from vitlab.data import build_datasets, build_test_set, build_transforms, image_normalization
 from vitlab.factory import create_model
 from vitlab.predict import load_image, predict
-from vitlab.train import Distributed, build_device_batches, build_train_loader, follow_model_normalization, log_samples
+from vitlab.training.batches import build_device_batches, build_train_loader
+from vitlab.training.build import follow_model_normalization
+from vitlab.training.devices import Distributed
+from vitlab.training.logs import log_samples
 from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from vitlab.weights.load import load_pretrained
 
@@ -123,9 +125,8 @@ def test_log_samples_undoes_the_normalisation():
 
 
 def test_training_follows_the_given_models_normalisation(tmp_path, synthetic_cifar, monkeypatch):
+    import vitlab.training.build
     from vitlab.train import train
-
-    trainer = importlib.import_module("vitlab.train")  # the module (`vitlab.train` is the function)
 
     built = []  # the normalisation of every set of datasets the trainer builds
 
@@ -133,7 +134,7 @@ def test_training_follows_the_given_models_normalisation(tmp_path, synthetic_cif
         built.append(image_normalization(cfg))
         return build_datasets(cfg)
 
-    monkeypatch.setattr(trainer, "build_datasets", build_datasets_once)
+    monkeypatch.setattr(vitlab.training.build, "build_datasets", build_datasets_once)
     cfg = get_experiment(
         "smoke", dataset="cifar10", data_dir=str(synthetic_cifar), save_dir=str(tmp_path / "Model"),
         log_dir=str(tmp_path / "TB"), name="run", progress=False, num_steps=2, warmup_steps=1, eval_every=2,

@@ -12,7 +12,9 @@ from vitlab.configs import VITConfig, get_experiment
 from vitlab.data import build_datasets
 from vitlab.evaluate import evaluate
 from vitlab.factory import create_model
-from vitlab.train import StepSampler, build_optimizer, build_scheduler, train
+from vitlab.train import train
+from vitlab.training.batches import StepSampler
+from vitlab.training.build import build_optimizer, build_scheduler
 from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint
 
 
@@ -284,7 +286,7 @@ def test_adamw_decays_weights_but_not_embeddings_norms_or_biases(tmp_path):
 
 @pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
 def test_auto_precision_uses_bf16_only_where_the_gpu_has_it(monkeypatch, capability, expected):
-    from vitlab.train import resolve_precision
+    from vitlab.training.devices import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert resolve_precision("auto", torch.device("cuda", 0)) == expected

@@ -1,0 +1,11 @@
+"""The parts of the trainer; `vitlab/train.py` puts them together into `train()` and its loop.
+
+    devices.py      the device, the torchrun processes, the precision, the seeds
+    build.py        the config check, then the model, the data, the optimiser and the schedule
+    batches.py      the seeded stream of training micro-batches (DataLoader or on-device augmentation)
+    checkpoints.py  what a checkpoint holds, resuming from one
+    logs.py         TensorBoard: config, sample inputs, hyperparameters
+    cli.py          the flags of `python -m vitlab.train`
+
+This file imports nothing, so importing one part does not pull in the others.
+"""

@@ -1,0 +1,107 @@
+"""The order of the training images: an endless, seeded stream of micro-batches.
+
+Steps, not epochs: global batch s covers stream positions [s * G, (s + 1) * G) of a stream that
+walks a fresh permutation of the training set every epoch. Every sample's augmentation is seeded by
+its position, so a resumed run and a multi-process run see exactly the images of one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vitlab.augment import DeviceAugment, DeviceBatches, DeviceEvalTransform, uint8_cifar
+from vitlab.configs import VITConfig
+from vitlab.data import image_normalization
+from vitlab.training.devices import Distributed
+
+
+class StepSampler(Sampler):
+    """An endless stream of (position, index) keys: epoch e is randperm(N) seeded by (seed, e).
+
+    Global batch s covers stream positions [s * G, (s + 1) * G); accumulation pass a of process r
+    takes its slice [(a * world + r) * micro, ...). The stream starts at `start_step`, so resuming
+    and sharding give the same images as one uninterrupted process.
+    """
+
+    def __init__(self, num_samples: int, micro_batch: int, accumulation: int, rank: int, world_size: int, seed: int,
+                 start_step: int = 0):  # fmt: skip
+        if num_samples == 0:
+            raise ValueError("the training set is empty")
+        self.num_samples, self.micro, self.accumulation = num_samples, micro_batch, accumulation
+        self.rank, self.world_size, self.seed, self.start_step = rank, world_size, seed, start_step
+        self.global_batch = micro_batch * accumulation * world_size
+
+    def permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def positions(self, first: int, count: int):
+        """(position, dataset index) for stream positions first .. first + count - 1."""
+        epoch, perm = -1, None
+        for position in range(first, first + count):
+            if position // self.num_samples != epoch:
+                epoch = position // self.num_samples
+                perm = self.permutation(epoch)
+            yield position, perm[position % self.num_samples]
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            batch = list(self.positions(step * self.global_batch, self.global_batch))
+            for accumulation_pass in range(self.accumulation):
+                start = (accumulation_pass * self.world_size + self.rank) * self.micro
+                yield from batch[start : start + self.micro]
+            step += 1
+
+
+class SeededSamples(Dataset):
+    """Reads key (position, index) with the torch RNG seeded by (seed, position): reproducible augmentation."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        position, index = key
+        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG (dropout) untouched
+            torch.manual_seed((self.seed * 1_000_000_007 + position) % 2**63)
+            image, label = self.dataset[index]
+        return image, int(label)
+
+
+def build_train_loader(cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int):
+    """Endless DataLoader of micro-batches for this process, starting at optimiser step `start_step`."""
+    sampler = StepSampler(
+        len(dataset), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
+    )
+    return DataLoader(
+        SeededSamples(dataset, cfg.seed),
+        batch_size=micro,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=env.device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds must not draw from the global RNG
+    )
+
+
+def build_device_batches(cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int):
+    """`cfg.device_augment`: the same stream of samples, augmented on the device from a uint8 copy of CIFAR."""
+
+    images, labels = uint8_cifar(dataset)
+    sampler = StepSampler(
+        len(labels), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
+    )
+    mean, std = image_normalization(cfg)  # the model's input normalisation, as for the PIL transforms
+    transform = DeviceAugment if cfg.augment == "finetune" else DeviceEvalTransform
+    augment = transform(cfg.img_size, mean=mean, std=std)
+    return DeviceBatches(images, labels, sampler, micro, augment, cfg.seed, env.device)
+
+
+def prepare_batch(batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch on the device (a no-op for `build_device_batches`, whose batches are there already)."""
+    images, labels = batch
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)

@@ -1,0 +1,165 @@
+"""What a run is made of, built once each: the checked config, the model, the data, the optimiser, the schedule."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from vitlab.configs import (
+    AUGMENTATIONS,
+    DATASET_NAMES,
+    DECAY_TYPES,
+    OPTIMIZERS,
+    PRECISIONS,
+    VITConfig,
+    resolve_model_name,
+)
+from vitlab.data import build_datasets, image_normalization
+from vitlab.factory import create_model
+from vitlab.weights.download import known_checkpoint
+from vitlab.weights.load import load_pretrained
+
+
+def check_config(cfg: VITConfig, world_size: int = 1) -> int:
+    """Validate the fields a run depends on; returns the per-process micro-batch size."""
+    choices = {
+        "decay_type": DECAY_TYPES,
+        "optimizer": OPTIMIZERS,
+        "precision": PRECISIONS,
+        "augment": AUGMENTATIONS,
+        "dataset": DATASET_NAMES,
+    }
+    for field_name, valid in choices.items():
+        if getattr(cfg, field_name) not in valid:
+            raise ValueError(f"unknown {field_name} {getattr(cfg, field_name)!r}; valid names: {', '.join(valid)}")
+    resolve_model_name(cfg.model_type)
+    for field_name in ("train_batch_size", "eval_batch_size", "eval_every", "num_steps", "log_every"):
+        if getattr(cfg, field_name) < 1:
+            raise ValueError(f"{field_name} must be at least 1, got {getattr(cfg, field_name)}")
+    if cfg.gradient_accumulation_steps < 1 or cfg.warmup_steps < 0:
+        raise ValueError("gradient_accumulation_steps must be >= 1 and warmup_steps >= 0")
+    if cfg.warmup_steps >= cfg.num_steps:
+        warnings.warn(
+            f"warmup_steps {cfg.warmup_steps} >= num_steps {cfg.num_steps}: the learning rate only rises and "
+            "never decays; set --warmup_steps below --num_steps (Google's recipe: 500 of 10,000)",
+            stacklevel=2,
+        )
+    if cfg.device_augment and cfg.augment not in ("finetune", "none"):
+        raise ValueError(
+            f"device_augment does the 'finetune' augmentation (crop area 0.05-1, flip) or 'none' (resize), "
+            f"not {cfg.augment!r}: set augment='finetune' or device_augment=False"
+        )
+    split = cfg.gradient_accumulation_steps * world_size
+    if cfg.train_batch_size % split:
+        raise ValueError(
+            f"train_batch_size {cfg.train_batch_size} is not divisible by gradient_accumulation_steps "
+            f"{cfg.gradient_accumulation_steps} x {world_size} process(es) = {split}; choose a batch size "
+            "that is a multiple of it (it is the global batch of one optimiser step)"
+        )
+    return cfg.train_batch_size // split
+
+
+# --- model and data -------------------------------------------------------------------------------
+def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
+    """`create_model(cfg.model_type, ...)` with `cfg.model_overrides`, then `cfg.pretrained_dir` when set."""
+
+    overrides = {k: v for k, v in cfg.model_overrides.items() if k not in ("num_classes", "img_size")}
+    model = create_model(cfg.model_type, num_classes=num_classes, img_size=cfg.img_size, **overrides)
+    if cfg.pretrained_dir:
+        path = Path(cfg.pretrained_dir)
+        if not path.is_file() and known_checkpoint(path.name) is None:
+            raise FileNotFoundError(
+                f"pretrained checkpoint {path} does not exist: download Google's file (e.g. "
+                f"https://storage.googleapis.com/vit_models/imagenet21k/{resolve_model_name(cfg.model_type)}.npz, "
+                "`python -m vitlab.download --list` shows them all) to that path, "
+                "fix --pretrained_dir, or pass --pretrained_dir '' to train from scratch"
+            )
+        load_pretrained(model, path)  # fetches a missing file first when it has a known name
+    return model
+
+
+def follow_model_normalization(cfg: VITConfig, model: torch.nn.Module) -> VITConfig:
+    """`cfg` with the model's `image_mean/std` in `model_overrides` when they differ from what `cfg` gives.
+
+    A given model, or torchvision weights that `load_pretrained` marks as ImageNet-normalised, decides
+    how inputs are normalised; the data, device augmentation and saved config then all agree with it.
+    """
+    model_cfg = getattr(model, "cfg", None)
+    if not hasattr(model_cfg, "image_mean"):
+        return cfg
+    wanted = (tuple(model_cfg.image_mean), tuple(model_cfg.image_std))
+    if image_normalization(cfg) == wanted:
+        return cfg
+    print(f"inputs normalised as the model expects: mean {wanted[0]}, std {wanted[1]}")
+    return cfg.replace(model_overrides={**cfg.model_overrides, "image_mean": wanted[0], "image_std": wanted[1]})
+
+
+def class_names_of(cfg: VITConfig, train_set: Dataset, model=None) -> list[str]:
+    """The class names of a caller's training set: its `classes`, else numbers for the classes that
+    the model's head, `cfg.model_overrides["num_classes"]` or, last, the labels themselves show."""
+    names = getattr(train_set, "classes", None)
+    if not names and model is not None and isinstance(getattr(model, "head", None), torch.nn.Linear):
+        names = [str(i) for i in range(model.head.out_features)]
+    if not names and "num_classes" in cfg.model_overrides:
+        names = [str(i) for i in range(cfg.model_overrides["num_classes"])]
+    if not names:  # last resort: look at every label once
+        labels = getattr(train_set, "targets", None)
+        if labels is None:
+            labels = [int(train_set[i][1]) for i in range(len(train_set))]
+        names = [str(i) for i in range(int(max(labels)) + 1)]
+    return list(names)
+
+
+def build_data(cfg: VITConfig, train_set, val_set, test_set, model) -> tuple:
+    """(train, val, test, class names): cfg.dataset's, built once for the inputs `cfg` describes, or the caller's."""
+    if train_set is None:
+        return build_datasets(cfg)
+    return train_set, val_set, test_set, class_names_of(cfg, train_set, model)
+
+
+# --- optimiser and schedule -----------------------------------------------------------------------
+def build_optimizer(cfg: VITConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """SGD with momentum (fine-tuning) or AdamW without decay on biases, norms and embeddings (scratch)."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused
+        )
+    no_decay_names = ("pos_embed", "cls_token")  # embeddings are not weights to shrink (as in timm)
+    decay = [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and p.ndim >= 2 and not any(name in n for name in no_decay_names)
+    ]
+    decay_ids = {id(p) for p in decay}
+    no_decay = [p for p in params if id(p) not in decay_ids]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.momentum, 0.999), **fused)
+
+
+def warmup_decay(warmup_steps: int, num_steps: int, decay_type: str = "cosine"):
+    """Learning-rate factor of optimiser step s: s / warmup, then cosine or linear decay to 0 at num_steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, num_steps - warmup_steps))  # stays at 0 after the end
+        if decay_type == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress
+
+    return factor
+
+
+def build_scheduler(cfg: VITConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup then cosine or linear decay, stepped once per optimiser step.
+
+    The factor is a plain function, which `LambdaLR.state_dict` does not store: a resumed run
+    follows the schedule of its current config (e.g. a longer `num_steps`), at the saved step.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(cfg.warmup_steps, cfg.num_steps, cfg.decay_type))

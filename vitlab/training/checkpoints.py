@@ -1,0 +1,81 @@
+"""What a run's checkpoint holds, and how a run continues from one (written by `vitlab.weights.checkpoint`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vitlab.configs import VITConfig
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside DistributedDataParallel and torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def rng_state() -> dict:
+    """Every RNG state a resumed run needs, as tensors and lists (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def checkpoint_state(cfg, model, optimizer, scheduler, scaler, step, best, class_names) -> dict:
+    """Everything needed to rebuild the model and to continue the run exactly."""
+    plain = unwrap(model)
+    return {
+        "model": plain.state_dict(),
+        "model_config": dataclasses.asdict(plain.cfg) if hasattr(plain, "cfg") else {},
+        "config": cfg.to_dict(),
+        "class_names": list(class_names),
+        "step": step,
+        "best_accuracy": best[0],
+        "best_step": best[1],
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+    }
+
+
+def resume_path(cfg: VITConfig) -> Path:
+    """The checkpoint named by `cfg.resume` ("last" means save_dir/<run name>/last.pt)."""
+    if cfg.resume in ("last", "true", "True"):
+        path = Path(cfg.save_dir) / cfg.run_name / "last.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"cannot resume: {path} does not exist; give the run's --name (the folder under {cfg.save_dir}) "
+                "or the checkpoint path with --resume PATH"
+            )
+        return path
+    return Path(cfg.resume)
+
+
+def restore(state: dict, model, optimizer, scheduler, scaler) -> None:
+    """Load the model, optimiser, scheduler, scaler and RNG states saved by `checkpoint_state`."""
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])

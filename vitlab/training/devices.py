@@ -1,0 +1,85 @@
+"""Where a run computes: the device, its place in a torchrun job, the precision, the seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from vitlab.configs import VITConfig
+
+
+@dataclass
+class Distributed:
+    """Where this process runs and its place in a torchrun job (world_size 1 without one)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    started_here: bool  # this call created the process group, so it also destroys it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(spec: str, local_rank: int = -1) -> torch.device:
+    """ "auto" -> the GPU of this process (cuda:local_rank) when there is one, else the CPU."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {spec!r} requested but CUDA is not available; use device='cpu'")
+        if device.index is None:
+            device = torch.device("cuda", max(local_rank, 0))
+    return device
+
+
+def setup_distributed(cfg: VITConfig) -> Distributed:
+    """Join the torchrun job described by the environment (nccl on GPUs, gloo on CPUs), if any."""
+    env_rank = os.environ.get("LOCAL_RANK")
+    local_rank = cfg.local_rank if cfg.local_rank != -1 else int(env_rank) if env_rank is not None else -1
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(cfg.device, local_rank)
+    started_here = False
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        started_here = True
+    if dist.is_initialized():
+        return Distributed(dist.get_rank(), dist.get_world_size(), device, started_here)
+    return Distributed(0, 1, device, False)
+
+
+@contextlib.contextmanager
+def main_process_first(env: Distributed):
+    """Rank 0 runs the block first (downloads, extraction); the other processes wait, then read its files."""
+    if env.world_size > 1 and not env.is_main:
+        dist.barrier()
+    yield
+    if env.world_size > 1 and env.is_main:
+        dist.barrier()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "auto" -> bf16 on GPUs that have it, fp16 on older GPUs, fp32 on the CPU."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    # bf16 needs Ampere (compute capability 8) or newer; older GPUs such as Colab's T4 only emulate it.
+    return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (model initialisation and dropout)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
