@@ -7,7 +7,7 @@ import torch
 
 from vitlab.data import write_synthetic_cifar
 from vitlab.factory import create_model
-from vitlab.pretrained import save_npz
+from vitlab.weights.npz import save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,10 @@ A map of the package, in the order of the paper and of an experiment:
     evaluate    top-1, top-5 and loss of a model    (python -m vitlab.evaluate)
     predict     classes of image files              (python -m vitlab.predict)
     visualize   patches, position embeddings, attention rollout and distance, curves of runs
-    pretrained  Google's .npz checkpoints in (load_pretrained) and out (save_npz)
     download    Google's checkpoints into Pretrained/  (python -m vitlab.download --list)
+    weights/    weight files: Google's .npz in (load_pretrained) and out (save_npz), PyTorch state dicts,
+                run checkpoints, downloads
+    training/   the trainer's parts: devices, what a run builds, the batch stream, checkpoints, logs, flags
     bench       images/s of vitlab against timm    (python -m vitlab.bench)
 
 Start with:
