@@ -9,6 +9,11 @@ a multi-process run see exactly the images a single uninterrupted run would.
     python -m vitlab.train --config scratch
     python -m vitlab.train --config smoke --dataset synthetic
     torchrun --nproc_per_node 4 -m vitlab.train --config finetune --gradient_accumulation_steps 2
+
+This file is the run itself: set-up in order (config, resume, model, data, optimiser), the loop, the
+checks on the validation split, the test at the end. The parts it calls live in `vitlab/training/`:
+`devices` (processes, precision, seeds), `build` (config check, model, data, optimiser, schedule),
+`batches` (the seeded stream of micro-batches), `checkpoints`, `logs` (TensorBoard) and `cli` (the flags).
 """
 
 from __future__ import annotations
