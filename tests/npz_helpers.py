@@ -93,3 +93,50 @@ def write_google_npz(path: str | Path, arch: Arch, seed: int = 0, changes: dict 
     with open(path, "wb") as f:
         np.savez(f, **arrays)
     return path
+
+
+# Flax Linen numbers a block's submodules per class; Google's released files number them across
+# classes in call order. Spelled out from Google's `vit_jax/models_vit.py` (Linen) and big_vision's
+# `models/vit.py`, whose `fix_old_checkpoints` converts the released names the same way.
+ORIGINAL_TO_LINEN = {
+    "LayerNorm_0/": "LayerNorm_0/",
+    "MultiHeadDotProductAttention_1/": "MultiHeadDotProductAttention_0/",
+    "LayerNorm_2/": "LayerNorm_1/",
+    "MlpBlock_3/": "MlpBlock_0/",
+}
+
+
+def linen_arrays(arch: Arch, seed: int = 0, big_vision: bool = False, scan: bool = False) -> dict[str, np.ndarray]:
+    """The weights of `google_arrays(arch, seed)` as a Flax-Linen export writes them.
+
+    `big_vision=True`: every key under "params/", the position table at the top level as
+    "pos_embedding" for the patches only (big_vision adds no position to the CLS token, so this file
+    equals the released layout with a zero CLS position); `scan=True`: all blocks stacked into
+    "Transformer/encoderblock/" along a leading depth axis.
+    """
+    arrays = {}
+    for key, value in google_arrays(arch, seed).items():
+        if key.startswith("Transformer/encoderblock_"):
+            block, module, rest = key.split("/", 3)[1], *key.split("/", 3)[2:]
+            key = f"Transformer/{block}/{ORIGINAL_TO_LINEN[module + '/']}{rest}"
+        arrays[key] = value
+    if big_vision:
+        table = arrays.pop("Transformer/posembed_input/pos_embedding")
+        arrays["pos_embedding"] = table[:, 1:] if arch.cls else table
+    if scan:
+        per_block = {}
+        for key in [k for k in arrays if k.startswith("Transformer/encoderblock_")]:
+            _, block, rest = key.split("/", 2)
+            per_block.setdefault(rest, {})[int(block.removeprefix("encoderblock_"))] = arrays.pop(key)
+        for rest, blocks in per_block.items():
+            arrays[f"Transformer/encoderblock/{rest}"] = np.stack([blocks[i] for i in range(arch.depth)])
+    if big_vision:
+        arrays = {f"params/{key}": value for key, value in arrays.items()}
+    return arrays
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    path = Path(path)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path

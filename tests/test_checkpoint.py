@@ -22,6 +22,19 @@ def _run_checkpoint(tmp_path):
     return model, save_checkpoint(tmp_path / "run" / "best.pt", state)
 
 
+def test_gelu_choice_is_saved_and_old_checkpoints_keep_the_exact_gelu(tmp_path):
+    model = randomize_(vitlab.create_model("ViT-Test", num_classes=3, gelu_approximate="tanh")).eval()
+    fields = dataclasses.asdict(model.cfg)
+    save_checkpoint(tmp_path / "tanh.pt", {"model": model.state_dict(), "model_config": fields})
+    rebuilt, _ = model_from_checkpoint(tmp_path / "tanh.pt")
+    assert rebuilt.cfg.gelu_approximate == "tanh"
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(rebuilt(x), model(x), atol=0, rtol=0)
+    del fields["gelu_approximate"]  # written before the field existed, when every model used the exact GELU
+    save_checkpoint(tmp_path / "old.pt", {"model": model.state_dict(), "model_config": fields})
+    assert model_from_checkpoint(tmp_path / "old.pt")[0].cfg.gelu_approximate == "none"
+
+
 def test_round_trip_rebuilds_the_same_model(tmp_path):
     model, path = _run_checkpoint(tmp_path)
     assert [p.name for p in path.parent.iterdir()] == ["best.pt"]  # no temporary file left behind

@@ -93,7 +93,7 @@ def write_npz(path, arrays):
 @pytest.mark.parametrize("layers", [(1, 1, 1), (3, 4, 9)], ids=["one-unit-stages", "R50-stages"])
 def test_google_npz_gives_timm_logits(tmp_path, layers):
     path = write_npz(tmp_path / "R50+ViT-B_16.npz", google_hybrid_arrays(layers, img_size=64))
-    reference = timm_hybrid(layers, 64)
+    reference = timm_hybrid(layers, 64, act_layer="gelu_tanh")  # Google's GELU, which the .npz load sets
     with torch.no_grad():
         _load_weights(reference, str(path))
     model = vitlab.create_model("R50+ViT-B_16", img_size=64, resnet_layers=layers, **SMALL)
@@ -105,11 +105,11 @@ def test_google_npz_gives_timm_logits(tmp_path, layers):
 
 def test_position_embeddings_resized_like_timm(tmp_path):
     path = write_npz(tmp_path / "R50+ViT-B_16.npz", google_hybrid_arrays((1, 1, 1), img_size=64))
-    reference = timm_hybrid((1, 1, 1), 96)
+    reference = timm_hybrid((1, 1, 1), 96, act_layer="gelu_tanh")
     with torch.no_grad():
         _load_weights(reference, str(path))  # timm resamples bilinearly, no antialias
     model = vitlab.create_model("R50-ViT-B_16", img_size=96, resnet_layers=(1, 1, 1), **SMALL)
-    report = load_pretrained(model, path, download=False, verbose=False)
+    report = load_pretrained(model, path, download=False, verbose=False, pos_embed_resize="timm")
     assert report.resized["pos_embed"].startswith("(1, 17, 64) -> (1, 37, 64)")
     assert_same_logits(model, reference, 96)
 

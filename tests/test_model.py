@@ -1,8 +1,10 @@
 """The model: shapes, equivalence with timm and torchvision, gradients, clear errors."""
 
+import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 import torchvision
 from conftest import randomize_
 from timm.layers import resample_abs_pos_embed
@@ -269,3 +271,43 @@ def test_bad_input_shapes_say_what_is_expected(shape):
     model = vitlab.create_model("ViT-Test")
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, 32, 32\)"):
         model(torch.randn(*shape))
+
+
+@pytest.mark.slow
+def test_tanh_gelu_is_flax_default_gelu():
+    """Google's MLP (flax: Dense -> nn.gelu -> Dense) with jax on the same weights; jax is not a test extra."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = torch.linspace(-8, 8, 100_001)
+    google = np.asarray(jax.nn.gelu(jnp.asarray(x.numpy())))  # flax.linen.gelu is jax.nn.gelu, approximate=True
+    np.testing.assert_allclose(F.gelu(x, approximate="tanh").numpy(), google, atol=2e-6, rtol=0)
+    assert np.abs(F.gelu(x).numpy() - google).max() > 4e-4  # the exact GELU is another function
+    model = randomize_(vitlab.create_model("ViT-B_16", num_layers=1, hidden_size=64, num_heads=4, mlp_dim=256)).eval()
+    mlp = model.encoder.blocks[0].mlp
+    tokens = torch.randn(2, 10, 64)
+    kernel1, kernel2 = (jnp.asarray(fc.weight.detach().numpy().T) for fc in (mlp.fc1, mlp.fc2))  # flax: (in, out)
+    bias1, bias2 = (jnp.asarray(fc.bias.detach().numpy()) for fc in (mlp.fc1, mlp.fc2))
+    expected = np.asarray(jax.nn.gelu(jnp.asarray(tokens.numpy()) @ kernel1 + bias1) @ kernel2 + bias2)
+    with torch.no_grad():
+        ours = mlp(tokens).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-5 * np.abs(expected).max(), rtol=0)
+
+
+def test_gelu_choice_per_preset_and_switchable():
+    google = ("ViT-Ti_16", "ViT-B_16", "ViT-H_14", "R50-ViT-B_16", "vit_b_16")
+    assert all(vitlab.get_model_config(name).gelu_approximate == "tanh" for name in google)
+    exact = ("ViT-B_16-MAE", "ViT-CIFAR-3M", "ViT-Test")
+    assert all(vitlab.get_model_config(name).gelu_approximate == "none" for name in exact)
+    model = randomize_(vitlab.create_model("ViT-Test", num_layers=2)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        exact_logits = model(x)
+        model.set_gelu_approximate("tanh")
+        assert model.cfg.gelu_approximate == "tanh"
+        assert all(block.mlp.act.approximate == "tanh" for block in model.encoder.blocks)
+        tanh_model = vitlab.create_model("ViT-Test", num_layers=2, gelu_approximate="tanh").eval()
+        tanh_model.load_state_dict(model.state_dict())
+        torch.testing.assert_close(model(x), tanh_model(x), atol=0, rtol=0)
+        assert not torch.allclose(model(x), exact_logits, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="unknown gelu_approximate 'erf': choose one of none, tanh"):
+        vitlab.create_model("ViT-Test", gelu_approximate="erf")

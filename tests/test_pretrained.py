@@ -7,9 +7,10 @@ import socket
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
 from conftest import randomize_
-from npz_helpers import Arch, google_arrays, write_google_npz
+from npz_helpers import Arch, google_arrays, linen_arrays, save_arrays, write_google_npz
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 from timm.models.vision_transformer import _load_weights
 
@@ -54,6 +55,8 @@ def vitlab_model(name, **overrides):
 
 
 def timm_model(arch: Arch, img_size: int | None = None, num_classes: int | None = None, **kwargs) -> TimmViT:
+    """timm's ViT shaped like `arch`, computing Google's tanh GELU unless `act_layer` says otherwise."""
+    kwargs.setdefault("act_layer", "gelu_tanh")  # timm's own default is the exact GELU
     return TimmViT(
         img_size=img_size or arch.img_size,
         patch_size=arch.patch,
@@ -96,6 +99,86 @@ def test_logits_equal_timm_loader(tmp_path, arch_name):
         assert set(report.skipped) == {"pre_logits.0.weight", "pre_logits.0.bias"}
 
 
+def test_google_npz_sets_tanh_gelu_and_match_gelu_false_keeps_the_models(tmp_path):
+    arch = Arch(patch=8, width=48, depth=2, heads=3, mlp=96, img_size=32, num_classes=7)
+    path = write_google_npz(tmp_path / "small.npz", arch)
+    overrides = dict(hidden_size=48, num_heads=3, mlp_dim=96, num_classes=7)
+    x = torch.randn(3, 3, 32, 32)
+    for match_gelu, model_gelu, timm_act in ((True, "tanh", "gelu_tanh"), (False, "none", "gelu")):
+        model = vitlab_model("ViT-Test", **overrides)  # a from-scratch preset: exact GELU until loaded
+        assert model.cfg.gelu_approximate == "none"
+        report = load_pretrained(model, path, verbose=False, match_gelu=match_gelu)
+        assert report.gelu_approximate == model.cfg.gelu_approximate == model_gelu
+        assert all(block.mlp.act.approximate == model_gelu for block in model.encoder.blocks)
+        assert any("GELU set to the tanh" in note for note in report.notes) == match_gelu
+        reference = timm_model(arch, act_layer=timm_act)
+        _load_weights(reference, str(path))
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=0)
+    # The two GELUs differ by at most 4.7e-4: enough to move logits past the tolerance above.
+    with torch.no_grad():
+        model.set_gelu_approximate("tanh")
+        assert (model(x) - reference(x)).abs().max() > 3e-5
+
+
+LINEN_LAYOUTS = {  # name -> linen_arrays keyword arguments
+    "vit_jax-linen": dict(),
+    "big_vision": dict(big_vision=True),
+    "big_vision-scan": dict(big_vision=True, scan=True),
+}
+SMALL_ARCH = dict(patch=8, width=48, depth=3, heads=3, mlp=96, img_size=32, num_classes=5)
+SMALL_MODEL = dict(hidden_size=48, num_layers=3, num_heads=3, mlp_dim=96, num_classes=5)
+
+
+@pytest.mark.parametrize("layout", LINEN_LAYOUTS)
+@pytest.mark.parametrize("cls", [True, False])
+def test_linen_names_load_as_the_released_names(tmp_path, layout, cls):
+    """The same values under Linen / big_vision names give the same model as under the released names."""
+    arch = Arch(**SMALL_ARCH, cls=cls)
+    gap = {} if cls else dict(classifier="gap", class_token=False)
+    linen = vitlab_model("ViT-Test", **SMALL_MODEL, **gap)
+    report = load_pretrained(linen, save_arrays(tmp_path / "linen.npz", linen_arrays(arch, **LINEN_LAYOUTS[layout])))
+    assert report.gelu_approximate == "tanh" and not report.resized and not report.replaced
+    assert any("Linen block names" in note for note in report.notes)
+    released = google_arrays(arch)
+    if cls and layout.startswith("big_vision"):  # big_vision adds no position to the CLS token
+        released["Transformer/posembed_input/pos_embedding"][:, 0] = 0
+        assert any("zero CLS position" in note for note in report.notes)
+    original = vitlab_model("ViT-Test", **SMALL_MODEL, **gap)
+    load_pretrained(original, save_arrays(tmp_path / "released.npz", released), verbose=False)
+    for key, value in original.state_dict().items():
+        assert torch.equal(linen.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize("cls", [True, False])
+def test_big_vision_layout_gives_timms_logits(tmp_path, scan, cls):
+    """timm's `_load_weights` reads big_vision files too (no CLS position: timm's no_embed_class)."""
+    arch = Arch(**SMALL_ARCH, cls=cls)
+    path = save_arrays(tmp_path / "bv.npz", linen_arrays(arch, big_vision=True, scan=scan))
+    gap = {} if cls else dict(classifier="gap", class_token=False)
+    model = vitlab_model("ViT-Test", **SMALL_MODEL, **gap)
+    load_pretrained(model, path, verbose=False)
+    timm_kwargs = dict(no_embed_class=True) if cls else dict(global_pool="avg", class_token=False, fc_norm=False)
+    reference = timm_model(arch, **timm_kwargs)
+    _load_weights(reference, str(path))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ours, theirs = model(x), reference(x)
+    assert ours.abs().max() > 0.1
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_attention_pooling_head_is_refused_by_name(tmp_path):
+    arrays = linen_arrays(Arch(**SMALL_ARCH, cls=False), big_vision=True)
+    arrays["params/MAPHead_0/probe"] = np.zeros((1, 1, 48), np.float32)
+    model = vitlab_model("ViT-Test", **SMALL_MODEL, classifier="gap", class_token=False)
+    before = snapshot(model)
+    with pytest.raises(CheckpointError, match="MAPHead_0.*pool_type='map'"):
+        load_pretrained(model, save_arrays(tmp_path / "map.npz", arrays), verbose=False)
+    assert_unchanged(model, before)
+
+
 def test_pre_logits_loaded_when_the_model_has_them(tmp_path):
     arch = Arch(patch=8, width=32, depth=1, heads=2, mlp=64, img_size=32, num_classes=6, representation=24)
     path = write_google_npz(tmp_path / "rep.npz", arch)
@@ -115,9 +198,10 @@ def test_pre_logits_loaded_when_the_model_has_them(tmp_path):
         torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("img_size", [384, 32])
+@pytest.mark.parametrize("img_size", [384, 160, 32])
 @pytest.mark.parametrize("cls", [True, False])
-def test_position_embedding_resize_matches_timm(tmp_path, img_size, cls):
+def test_position_embedding_resize_of_npz_matches_googles_scipy_zoom(tmp_path, img_size, cls):
+    """Google's checkpoint.py: scipy.ndimage.zoom(grid, (G / g, G / g, 1), order=1) on the (g, g, D) grid."""
     arch = Arch(width=48, depth=1, heads=3, mlp=96, num_classes=4, cls=cls)  # 224 px, 14 x 14 grid
     path = write_google_npz(tmp_path / "p224.npz", arch)
     gap = {} if cls else dict(classifier="gap", class_token=False)
@@ -125,6 +209,40 @@ def test_position_embedding_resize_matches_timm(tmp_path, img_size, cls):
         "ViT-B_16", hidden_size=48, num_layers=1, num_heads=3, mlp_dim=96, num_classes=4, img_size=img_size, **gap
     )
     report = load_pretrained(model, path, verbose=False)
+    assert report.pos_embed_resize == "google" and "aligned corners" in report.resized["pos_embed"]
+    table = google_arrays(arch)["Transformer/posembed_input/pos_embedding"]  # (1, prefix + 196, 48)
+    prefix = int(cls)
+    grid, new_grid = 14, img_size // 16
+    zoom = new_grid / grid
+    expected = scipy.ndimage.zoom(table[0, prefix:].reshape(grid, grid, 48), (zoom, zoom, 1), order=1)
+    ours = model.pos_embed.detach()
+    assert ours.shape == (1, prefix + new_grid**2, 48)
+    np.testing.assert_allclose(ours[0, prefix:].numpy(), expected.reshape(-1, 48), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(ours[0, :prefix].numpy(), table[0, :prefix])  # the CLS position as it was
+    # timm's way samples other points: not a rounding difference.
+    timm_way = vitlab_model(
+        "ViT-B_16", hidden_size=48, num_layers=1, num_heads=3, mlp_dim=96, num_classes=4, img_size=img_size, **gap
+    )
+    assert load_pretrained(timm_way, path, verbose=False, pos_embed_resize="timm").pos_embed_resize == "timm"
+    assert (timm_way.pos_embed - model.pos_embed).abs().max() > 1e-2
+
+
+def test_unknown_resize_name_is_refused(tmp_path):
+    path = write_google_npz(tmp_path / "t.npz", Arch(patch=8, width=32, depth=1, heads=2, mlp=64, img_size=32))
+    with pytest.raises(ValueError, match="unknown pos_embed_resize 'nearest': choose one of google, timm"):
+        load_pretrained(vitlab_model("ViT-Test", num_layers=1), path, pos_embed_resize="nearest")
+
+
+@pytest.mark.parametrize("img_size", [384, 32])
+@pytest.mark.parametrize("cls", [True, False])
+def test_position_embedding_resize_by_name_matches_timm(tmp_path, img_size, cls):
+    arch = Arch(width=48, depth=1, heads=3, mlp=96, num_classes=4, cls=cls)  # 224 px, 14 x 14 grid
+    path = write_google_npz(tmp_path / "p224.npz", arch)
+    gap = {} if cls else dict(classifier="gap", class_token=False)
+    model = vitlab_model(
+        "ViT-B_16", hidden_size=48, num_layers=1, num_heads=3, mlp_dim=96, num_classes=4, img_size=img_size, **gap
+    )
+    report = load_pretrained(model, path, verbose=False, pos_embed_resize="timm")
     timm_kwargs = {} if cls else dict(global_pool="avg", class_token=False, fc_norm=False)
     reference = timm_model(arch, img_size=img_size, **timm_kwargs)
     _load_weights(reference, str(path))
@@ -192,6 +310,13 @@ def test_head_zeroed_for_new_classes_and_kept_for_same(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "replaced head.weight" in printed and "10 classes" in printed and "zero-initialised" in printed
     assert torch.equal(new.patch_embed.proj.bias, same.patch_embed.proj.bias)
+
+    # zero_head=True: a zero head even for the same classes, as Google's fine-tuning loader does
+    zeroed = randomize_(vitlab_model("ViT-Test", hidden_size=32, num_layers=1, num_classes=10))
+    report = load_pretrained(zeroed, path, verbose=False, zero_head=True)
+    assert torch.count_nonzero(zeroed.head.weight) == 0 and torch.count_nonzero(zeroed.head.bias) == 0
+    assert "zero_head=True" in report.replaced["head.weight"]
+    assert torch.equal(zeroed.patch_embed.proj.bias, same.patch_embed.proj.bias)
 
 
 # --- bad inputs: a clear error, and the model exactly as it was ------------------------------------

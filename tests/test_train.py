@@ -14,7 +14,7 @@ from vitlab.evaluate import evaluate
 from vitlab.factory import create_model
 from vitlab.train import train
 from vitlab.training.batches import StepSampler
-from vitlab.training.build import build_optimizer, build_scheduler
+from vitlab.training.build import build_model, build_optimizer, build_scheduler
 from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint
 
 
@@ -291,3 +291,13 @@ def test_auto_precision_uses_bf16_only_where_the_gpu_has_it(monkeypatch, capabil
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert resolve_precision("auto", torch.device("cuda", 0)) == expected
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
+def test_pretrained_npz_sets_googles_gelu_unless_the_overrides_choose(tmp_path):
+    from npz_helpers import Arch, write_google_npz
+
+    path = write_google_npz(tmp_path / "w.npz", Arch(patch=8, width=32, depth=2, heads=2, mlp=64, img_size=32))
+    cfg = get_experiment("smoke", pretrained_dir=str(path))  # ViT-Test: the exact GELU until Google's weights load
+    assert build_model(cfg, num_classes=10).cfg.gelu_approximate == "tanh"
+    chosen = cfg.replace(model_overrides={"gelu_approximate": "none"})
+    assert build_model(chosen, num_classes=10).cfg.gelu_approximate == "none"

@@ -105,6 +105,7 @@ def timm_twin(cfg: ModelConfig) -> nn.Module:
         depth=cfg.num_layers,
         num_heads=cfg.num_heads,
         mlp_ratio=cfg.mlp_dim / cfg.hidden_size,
+        act_layer="gelu_tanh" if getattr(cfg, "gelu_approximate", "none") == "tanh" else "gelu",
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CLASSIFIERS = ("token", "gap")
+GELU_APPROXIMATIONS = ("none", "tanh")  # torch.nn.GELU(approximate=...): exact erf, or Google's tanh form
 # ImageNet's per-channel pixel statistics (RGB, pixels in [0, 1]): the input normalisation of
 # torchvision's and MAE's weights; Google's checkpoints use (0.5, 0.5, 0.5) instead, i.e. [-1, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,6 +40,7 @@ class ModelConfig:
     dropout_rate: float = 0.0  # dropout after position embeddings, attention output and MLP layers
     attention_dropout_rate: float = 0.0  # dropout on the attention probabilities
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linearly less before it)
+    gelu_approximate: str = "none"  # MLP GELU: "none" = exact erf (timm, torchvision, MAE), "tanh" = Google's JAX ViT
     resnet_layers: tuple[int, ...] | None = None  # hybrid: ResNet units per stage feeding 1x1 patches; None = pixels
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # inputs the weights expect: (pixel/255 - mean) / std
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (0.5, 0.5, 0.5) for both = Google's [-1, 1]
@@ -54,6 +56,10 @@ class ModelConfig:
             setattr(self, name, value)
         if not self.image_std or min(self.image_std) <= 0:
             raise ValueError(f"image_std must hold positive numbers, got {self.image_std}")
+        if self.gelu_approximate not in GELU_APPROXIMATIONS:
+            raise ValueError(
+                f"unknown gelu_approximate {self.gelu_approximate!r}: choose one of {', '.join(GELU_APPROXIMATIONS)}"
+            )
 
     @property
     def num_patches(self) -> int:
@@ -69,6 +75,8 @@ class ModelConfig:
 
 
 def _imagenet(patch: int, width: int, depth: int, heads: int, mlp: int, **extra) -> ModelConfig:
+    # Google's models compute the tanh GELU; loading timm / torchvision / MAE weights switches to the exact one.
+    extra = {"gelu_approximate": "tanh", **extra}
     return ModelConfig(
         img_size=224, patch_size=patch, hidden_size=width, num_layers=depth, num_heads=heads, mlp_dim=mlp, **extra
     )
@@ -92,9 +100,10 @@ PRESETS: dict[str, ModelConfig] = {
     "ViT-H_14": _imagenet(14, 1280, 32, 16, 5120),
     # MAE-pre-trained ViT-B/16 fine-tuned on ImageNet-1k: global average pooling of the patch
     # tokens (the CLS token is kept but unused) and the final LayerNorm on the pooled vector.
-    # MAE trained and fine-tuned on ImageNet-normalised inputs, not Google's [-1, 1].
+    # MAE trained and fine-tuned on ImageNet-normalised inputs, not Google's [-1, 1], with the exact GELU.
     "ViT-B_16-MAE": _imagenet(
-        16, 768, 12, 12, 3072, classifier="gap", fc_norm=True, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+        16, 768, 12, 12, 3072, classifier="gap", fc_norm=True, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
+        gelu_approximate="none",
     ),
     # The hybrid: a ResNet-50 stem (its first three stages, the third with 9 units) makes a 14 x 14
     # feature map of 224px images; each position is a token (patch_size = the ResNet's stride 16).

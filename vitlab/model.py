@@ -8,6 +8,16 @@
       -> head                    optional pre-logits (Linear + tanh), then Linear to classes
 
 Names follow the paper: N = (H / P) * (W / P) patches, D = hidden_size, T = tokens per image.
+
+Two details decide whether the logits equal those of a given reference, not only the shapes:
+- GELU: Google's JAX ViT uses flax's default `gelu`, the tanh approximation
+  0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); timm, torchvision and MAE use the exact
+  x Phi(x) with the error function. The two differ by at most 4.7e-4 (at |x| = 2.7), which moves a
+  ViT-B/16's logits by about 3e-4 relative. `ModelConfig.gelu_approximate` picks one: "tanh" for
+  the paper's presets and Google's `.npz` weights, "none" (exact) for timm / torchvision / MAE
+  weights; `vitlab.load_pretrained` sets what the file's source computes.
+- Resizing position embeddings for a new image size (`resize_pos_embed`): Google's fine-tuning code
+  samples the grid with aligned corners, timm without; the tables differ by a few percent.
 """
 
 from __future__ import annotations
@@ -91,12 +101,15 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """The position-wise feed-forward block: Linear -> GELU -> Dropout -> Linear -> Dropout."""
+    """The position-wise feed-forward block: Linear -> GELU -> Dropout -> Linear -> Dropout.
 
-    def __init__(self, *, hidden_size: int, mlp_dim: int, dropout: float = 0.0):
+    `gelu_approximate="tanh"` is Google's GELU, "none" the exact erf form (see the module docstring).
+    """
+
+    def __init__(self, *, hidden_size: int, mlp_dim: int, dropout: float = 0.0, gelu_approximate: str = "none"):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, mlp_dim)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate=gelu_approximate)
         self.drop1 = nn.Dropout(dropout)
         self.fc2 = nn.Linear(mlp_dim, hidden_size)
         self.drop2 = nn.Dropout(dropout)
@@ -122,7 +135,12 @@ class EncoderBlock(nn.Module):
             dropout=cfg.dropout_rate,
         )
         self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS)
-        self.mlp = MLP(hidden_size=cfg.hidden_size, mlp_dim=cfg.mlp_dim, dropout=cfg.dropout_rate)
+        self.mlp = MLP(
+            hidden_size=cfg.hidden_size,
+            mlp_dim=cfg.mlp_dim,
+            dropout=cfg.dropout_rate,
+            gelu_approximate=cfg.gelu_approximate,
+        )
         self.drop_path = drop_path  # stochastic depth: drop the whole residual branch per sample
 
     def _residual(self, branch: torch.Tensor) -> torch.Tensor:
@@ -256,6 +274,12 @@ class VisionTransformer(nn.Module):
         for block in self.encoder.blocks:
             block.attn.fused_attn = enabled
 
+    def set_gelu_approximate(self, approximate: str) -> None:
+        """Switch every MLP between the exact GELU ("none") and Google's tanh approximation ("tanh")."""
+        self.cfg = self.cfg.replace(gelu_approximate=approximate)  # replace() checks the value
+        for block in self.encoder.blocks:
+            block.mlp.act.approximate = approximate
+
     def get_num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -268,14 +292,18 @@ class VisionTransformer(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
-    def resize_pos_embed_(self, img_size: int, mode: str = "bilinear", antialias: bool = False) -> None:
+    def resize_pos_embed_(
+        self, img_size: int, mode: str = "bilinear", antialias: bool = False, align_corners: bool = False
+    ) -> None:
         """Rebuild the model for a new image size in place, interpolating the position grid."""
         patch_embed = self.patch_embed
         if img_size % patch_embed.patch_size != 0:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_embed.patch_size}")
         new_grid = img_size // patch_embed.patch_size
         with torch.no_grad():
-            resized = resize_pos_embed(self.pos_embed, new_grid, self.num_prefix_tokens, mode=mode, antialias=antialias)
+            resized = resize_pos_embed(
+                self.pos_embed, new_grid, self.num_prefix_tokens, mode, antialias=antialias, align_corners=align_corners
+            )
         self.pos_embed = nn.Parameter(resized)
         patch_embed.img_size, patch_embed.grid_size, patch_embed.num_patches = img_size, new_grid, new_grid**2
         self.cfg.img_size = img_size
@@ -287,12 +315,20 @@ def resize_pos_embed(
     num_prefix_tokens: int = 1,
     mode: str = "bilinear",
     antialias: bool = False,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Interpolate learned position embeddings (1, prefix + g*g, D) to a new grid (1, prefix + G*G, D).
 
     The prefix (CLS) position is kept as it is; the g x g grid of patch positions is treated as a
-    D-channel image and resized with `torch.nn.functional.interpolate` (bilinear, no antialiasing,
-    align_corners=False by default, as timm does for Google's `.npz` files; the paper's Section 3.2).
+    D-channel image and resized with `torch.nn.functional.interpolate` (the paper's Section 3.2).
+    Where the new grid samples the old one is the only difference between the two common ways:
+    - `align_corners=True`: the corner positions of both grids coincide, so new position i reads
+      old position i * (g - 1) / (G - 1). This is Google's way (`scipy.ndimage.zoom(order=1)` in
+      its fine-tuning code, and so in the paper's 384 px results).
+    - `align_corners=False` (the default): both grids cover the same square of pixels, so new
+      position i reads old position (i + 0.5) * g / G - 0.5. This is timm's way for `.npz` files.
+    At 224 -> 384 px (14 -> 24 positions a side) the two tables differ by a few percent (relative
+    RMS), more the less smooth the table is.
     """
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     old_grid = math.isqrt(grid.shape[1])
@@ -301,7 +337,8 @@ def resize_pos_embed(
     if old_grid == new_grid:
         return pos_embed
     grid = rearrange(grid, "1 (h w) d -> 1 d h w", h=old_grid)  # (1, D, g, g)
-    grid = F.interpolate(grid.float(), size=(new_grid, new_grid), mode=mode, antialias=antialias, align_corners=False)
+    size = (new_grid, new_grid)
+    grid = F.interpolate(grid.float(), size=size, mode=mode, antialias=antialias, align_corners=align_corners)
     grid = rearrange(grid, "1 d h w -> 1 (h w) d").to(pos_embed.dtype)  # (1, G*G, D)
     return torch.cat([prefix, grid], dim=1)
 

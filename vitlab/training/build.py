@@ -78,7 +78,11 @@ def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
                 "`python -m vitlab.download --list` shows them all) to that path, "
                 "fix --pretrained_dir, or pass --pretrained_dir '' to train from scratch"
             )
-        load_pretrained(model, path)  # fetches a missing file first when it has a known name
+        # Fetches a missing file first when it has a known name. The model then computes the GELU of the
+        # weights' source (tanh for Google's .npz) unless model_overrides chose one.
+        load_pretrained(model, path, match_gelu="gelu_approximate" not in cfg.model_overrides)
+    else:
+        print(f"no pretrained_dir: {cfg.model_type} starts from random weights (training from scratch)")
     return model
 
 

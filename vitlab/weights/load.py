@@ -9,10 +9,14 @@ Loading happens in two stages so that each checkpoint format only needs a reader
    every key and shape *before* touching the model, then loads it in one `load_state_dict` call.
    A failed check leaves the model exactly as it was.
 
-Position embeddings of another grid are resized like timm's `.npz` loader does: bilinear
-`F.interpolate`, no antialiasing, CLS position untouched (see `vitlab.model.resize_pos_embed`).
-Google's own fine-tuning code uses `scipy.ndimage.zoom(order=1)`, which samples the grid at
-slightly different points, so its resized table differs by a small fraction of the values' scale.
+Position embeddings of another grid are resized bilinearly with the CLS position untouched, in
+one of two ways (`vitlab.model.resize_pos_embed`): "google", as Google's fine-tuning code does with
+`scipy.ndimage.zoom(order=1)` (= `align_corners=True`), the default for `.npz` files; or "timm", as
+timm's `.npz` loader does (`align_corners=False`), the default for PyTorch state dicts. The two
+tables differ by a few percent; `LoadReport.pos_embed_resize` says which was used.
+
+The model then computes the GELU of the weights' source (`match_gelu`): the tanh form for Google's
+files (flax's default `gelu`), the exact one for timm's and torchvision's.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from vitlab.model import VisionTransformer, resize_pos_embed
 from vitlab.weights.download import fetch_if_missing, how_to_get
 from vitlab.weights.errors import CheckpointError, preview_keys
-from vitlab.weights.npz import google_names, npz_to_state_dict, read_npz
+from vitlab.weights.npz import google_names, npz_to_state_dict, read_arrays, to_original_names
 from vitlab.weights.state_dicts import TORCH_SUFFIXES, adopt_input_normalization, read_for_model
 
 __all__ = ["LoadReport", "apply_state_dict", "load_pretrained"]
@@ -42,6 +46,8 @@ class LoadReport:
     replaced: dict[str, str] = field(default_factory=dict)  # key -> why the model's own value is used
     skipped: dict[str, str] = field(default_factory=dict)  # checkpoint key -> why it was dropped
     notes: list[str] = field(default_factory=list)  # anything else to know, e.g. the inputs the weights expect
+    gelu_approximate: str | None = None  # the GELU the model computes after loading: "tanh" (Google's) or "none"
+    pos_embed_resize: str | None = None  # how the position grid was resized ("google" / "timm"); None = not resized
 
     def summary(self) -> str:
         """A few lines for people: counts, then every resized, replaced and skipped key."""
@@ -76,7 +82,19 @@ def _adapt_class_token(model, state, report) -> None:
         )
 
 
-def _adapt_pos_embed(model, state, report, name: str) -> None:
+# How a position grid is resized for another image size: the name, F.interpolate's align_corners, the report's words.
+POS_EMBED_RESIZES = {
+    "google": (True, "bilinear with aligned corners, as Google's scipy.ndimage.zoom(order=1)"),
+    "timm": (False, "bilinear, align_corners=False, no antialias, as timm's .npz loader"),
+}
+
+
+def _check_resize(pos_embed_resize: str) -> None:
+    if pos_embed_resize not in POS_EMBED_RESIZES:
+        raise ValueError(f"unknown pos_embed_resize {pos_embed_resize!r}: choose one of {', '.join(POS_EMBED_RESIZES)}")
+
+
+def _adapt_pos_embed(model, state, report, name: str, how: str) -> None:
     source, target = state["pos_embed"], model.pos_embed
     if source.shape[-1] != target.shape[-1]:
         raise CheckpointError(
@@ -86,10 +104,12 @@ def _adapt_pos_embed(model, state, report, name: str) -> None:
     if source.shape == target.shape:
         return
     grid = model.patch_embed.grid_size
-    resized = resize_pos_embed(source, grid, model.num_prefix_tokens, mode="bilinear", antialias=False)
+    align_corners, words = POS_EMBED_RESIZES[how]
+    resized = resize_pos_embed(source, grid, model.num_prefix_tokens, align_corners=align_corners)
     state["pos_embed"] = resized
+    report.pos_embed_resize = how
     report.resized["pos_embed"] = (
-        f"{_shape(source)} -> {_shape(resized)} (bilinear, no antialias, prefix position kept) for the "
+        f"{_shape(source)} -> {_shape(resized)} ({how}: {words}; prefix position kept) for the "
         f"{grid}x{grid} grid of {model.cfg.img_size}px images"
     )
 
@@ -111,7 +131,7 @@ def _adapt_pre_logits(model, state, report) -> None:
             report.replaced[key] = "not in the checkpoint: the model's initial values are kept"
 
 
-def _adapt_head(model, state, report) -> None:
+def _adapt_head(model, state, report, zero_head: bool) -> None:
     target = model.state_dict()
     if "head.weight" not in target:  # num_classes=0: a feature extractor
         for key in ("head.weight", "head.bias"):
@@ -119,13 +139,15 @@ def _adapt_head(model, state, report) -> None:
                 report.skipped[key] = "the model has no head (num_classes=0)"
         return
     source = state.get("head.weight")
-    if source is not None and source.shape[0] == target["head.weight"].shape[0]:
+    same_classes = source is not None and source.shape[0] == target["head.weight"].shape[0]
+    if same_classes and not zero_head:
         return  # same classes: copied (the width is checked with every other key)
-    why = (
-        "not in the checkpoint"
-        if source is None
-        else f"the checkpoint has {source.shape[0]} classes, the model {target['head.weight'].shape[0]}"
-    )
+    if source is None:
+        why = "not in the checkpoint"
+    elif same_classes:
+        why = "zero_head=True (Google's fine-tuning loader always starts from a zero head)"
+    else:
+        why = f"the checkpoint has {source.shape[0]} classes, the model {target['head.weight'].shape[0]}"
     for key in ("head.weight", "head.bias"):
         state[key] = torch.zeros_like(target[key])
         report.replaced[key] = f"{why}: zero-initialised (the paper's fine-tuning protocol)"
@@ -176,23 +198,27 @@ def apply_state_dict(
     state_dict: dict[str, torch.Tensor],
     source: str = "state dict",
     key_names: dict[str, str] | None = None,
+    pos_embed_resize: str = "timm",
+    zero_head: bool = False,
 ) -> LoadReport:
     """Adapt a vitlab-named state dict to `model`, check every key and shape, then load it all at once.
 
-    Position embeddings are resized to the model's grid, the head is copied when the class count
-    matches and zero-initialised otherwise, pre-logits are loaded or dropped to fit the model.
+    Position embeddings are resized to the model's grid (`pos_embed_resize`: "google" or "timm"), the
+    head is copied when the class count matches and zero-initialised otherwise (always with
+    `zero_head=True`), pre-logits are loaded or dropped to fit the model.
     Nothing in the model changes unless every check passes. `key_names` maps vitlab keys to the
     checkpoint's own names for error messages.
     """
+    _check_resize(pos_embed_resize)
     state = dict(state_dict)
     report = LoadReport(source=source)
     key_names = key_names or {}
     if "pos_embed" not in state:
         raise CheckpointError(f"checkpoint {source} has no {key_names.get('pos_embed', 'pos_embed')!r}")
     _adapt_class_token(model, state, report)
-    _adapt_pos_embed(model, state, report, key_names.get("pos_embed", "pos_embed"))
+    _adapt_pos_embed(model, state, report, key_names.get("pos_embed", "pos_embed"), pos_embed_resize)
     _adapt_pre_logits(model, state, report)
-    _adapt_head(model, state, report)
+    _adapt_head(model, state, report, zero_head)
     _check_keys(model, state, source, key_names)
     untouched = set(report.resized) | set(report.replaced)
     report.loaded = [key for key in model.state_dict() if key not in untouched]
@@ -201,15 +227,49 @@ def apply_state_dict(
 
 
 # --- any file -> the model ----------------------------------------------------------------------
+# The GELU each source's model computes: flax's default is the tanh form, PyTorch's the exact one.
+# vitlab's own files do not say, so a model loading them keeps its own (run checkpoints record it).
+SOURCE_GELU = {"npz": "tanh", "timm": "none", "torchvision": "none", "vitlab": None}
+
+
+def _adopt_gelu(model: VisionTransformer, source: str, report: LoadReport, match: bool) -> None:
+    wanted = SOURCE_GELU[source] if match else None
+    if wanted is not None and wanted != model.cfg.gelu_approximate:
+        names = {"tanh": "the tanh approximation", "none": "the exact (erf) GELU"}
+        who = "Google's JAX model" if source == "npz" else f"{source}'s model"
+        report.notes.append(
+            f"GELU set to {names[wanted]} (gelu_approximate={wanted!r}, was {model.cfg.gelu_approximate!r}), "
+            f"as {who} computes with these weights; load with match_gelu=False to keep the model's"
+        )
+        model.set_gelu_approximate(wanted)
+    report.gelu_approximate = model.cfg.gelu_approximate
+
+
 def load_pretrained(
-    model: VisionTransformer, path: str | os.PathLike, *, download: bool = True, verbose: bool = True
+    model: VisionTransformer,
+    path: str | os.PathLike,
+    *,
+    download: bool = True,
+    verbose: bool = True,
+    match_gelu: bool = True,
+    pos_embed_resize: str | None = None,
+    zero_head: bool = False,
 ) -> LoadReport:
     """Load a checkpoint into `model`: resized positions, new head if the classes differ.
 
-    Google's `.npz` files, and PyTorch state dicts (`.pth`, `.pt`, `.bin`, `.safetensors`) in timm's,
-    torchvision's or vitlab's key names (MAE's releases use timm's). A missing file with a known
-    name (e.g. `Pretrained/imagenet21k_ViT-B_16.npz`) is downloaded first when `download=True`.
+    Google's `.npz` files (the released, Flax-Linen and big_vision key names), and PyTorch state
+    dicts (`.pth`, `.pt`, `.bin`, `.safetensors`) in timm's, torchvision's or vitlab's key names
+    (MAE's releases use timm's). A missing file with a known name (e.g.
+    `Pretrained/imagenet21k_ViT-B_16.npz`) is downloaded first when `download=True`.
+    With `match_gelu` the model then computes the GELU of the weights' source: the tanh form for
+    Google's files, the exact one for timm's and torchvision's (`report.gelu_approximate` says which).
+    A position grid of another size is resized the way of `pos_embed_resize`: "google" (aligned
+    corners, the default for `.npz` files) or "timm" (the default for PyTorch state dicts).
+    `zero_head=True` starts from a zero head even when the class count matches, as Google's
+    fine-tuning does.
     """
+    if pos_embed_resize is not None:
+        _check_resize(pos_embed_resize)
     path = Path(path)
     if download:
         fetch_if_missing(path)
@@ -219,14 +279,22 @@ def load_pretrained(
         state, key_names, layout = read_for_model(path, model)
     else:
         layout = None
-        arrays = read_npz(path)
+        raw = read_arrays(path)
         try:
+            arrays, layout_notes = to_original_names(raw)
             state = npz_to_state_dict(arrays, model)
         except CheckpointError as error:
             raise CheckpointError(f"{path}: {error}") from None
         key_names = google_names(model)
-    report = apply_state_dict(model, state, source=str(path), key_names=key_names)
-    if layout is not None:  # only after a successful load: a failed one leaves the model as it was
+    how = pos_embed_resize or ("timm" if layout else "google")
+    report = apply_state_dict(
+        model, state, source=str(path), key_names=key_names, pos_embed_resize=how, zero_head=zero_head
+    )
+    if layout is None:
+        report.notes += layout_notes
+    # Only after a successful load: a failed one leaves the model as it was.
+    _adopt_gelu(model, layout or "npz", report, match_gelu)
+    if layout is not None:
         report.notes += adopt_input_normalization(model, layout)
     if verbose:
         print(report.summary())

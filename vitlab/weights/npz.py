@@ -8,10 +8,19 @@ Google's layout (flax names, JAX layouts): kernels are (in, out) where PyTorch s
 the patch kernel is HWIO (P, P, C, D); attention kernels keep the heads apart, (D, heads, head_dim)
 for query/key/value and (heads, head_dim, D) for the output; LayerNorm's weight is called `scale`.
 The hybrid's ResNet follows Google's `models_resnet.py` names (`google_backbone_names`).
+
+Key names come in two spellings, both read (`to_original_names`): the original flax API numbered a
+block's submodules across classes in call order (`LayerNorm_0`, `MultiHeadDotProductAttention_1`,
+`LayerNorm_2`, `MlpBlock_3`: Google's released files), Flax Linen numbers them per class
+(`LayerNorm_0`, `MultiHeadDotProductAttention_0`, `LayerNorm_1`, `MlpBlock_0`: Google's newer
+`vit_jax` code and big_vision). big_vision also keeps the position table at the top level
+(`pos_embedding`, patches only: its CLS token gets no position), may stack all blocks into one
+`Transformer/encoderblock/` with a leading depth axis (`scan`), and prefixes keys with `params/`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import zipfile
@@ -32,17 +41,35 @@ __all__ = [
     "read_npz",
     "save_npz",
     "state_dict_to_npz",
+    "to_original_names",
 ]
 
 BLOCK = "Transformer/encoderblock_{}/"
 ATTENTION = "MultiHeadDotProductAttention_1/"
-# Some exports wrap every key in the optimiser's or flax's tree; timm strips the same prefixes.
-KEY_PREFIXES = ("opt/target/", "params/")
+# Some exports wrap every key in the optimiser's or flax's tree (big_vision's image towers in "params/img/").
+KEY_PREFIXES = ("opt/target/", "params/", "params/img/")
+# A block's submodules under Flax Linen's per-class numbering -> the original names of Google's files.
+LINEN_TO_ORIGINAL = {
+    "LayerNorm_0": "LayerNorm_0",  # before attention
+    "MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
+    "LayerNorm_1": "LayerNorm_2",  # before the MLP
+    "MlpBlock_0": "MlpBlock_3",
+}
+SCANNED_BLOCKS = "Transformer/encoderblock/"  # big_vision with scan=True: every block's arrays stacked on axis 0
 
 
 # --- Google's file -> arrays -> vitlab state dict -------------------------------------------------
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of an `.npz` file (no pickles); a missing, empty or damaged file is a clear error."""
+    """Every array of an `.npz` file (no pickles) under the original names of Google's released files.
+
+    A missing, empty or damaged file is a clear error; Flax-Linen and big_vision names are renamed
+    (`to_original_names`).
+    """
+    return to_original_names(read_arrays(path))[0]
+
+
+def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` file as written (only an export's key prefix removed)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: {how_to_get(path)}")
@@ -87,6 +114,40 @@ def _strip_prefix(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "embedding/kernel" not in arrays and f"{prefix}embedding/kernel" in arrays:
             return {key.removeprefix(prefix): value for key, value in arrays.items()}
     return arrays
+
+
+def to_original_names(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Flax-Linen / big_vision arrays under the names of Google's released files: (arrays, what was changed).
+
+    Exact: the values are only renamed, unstacked, or (big_vision) given the zero CLS position
+    that adding no position to the CLS token amounts to.
+    """
+    arrays, notes = dict(arrays), []
+    if any(key.startswith("MAPHead_0/") for key in arrays):
+        raise CheckpointError(
+            "checkpoint pools tokens with an attention head ('MAPHead_0', big_vision's pool_type='map'), "
+            "which vitlab's ViT does not have: use a checkpoint with a CLS token or global average pooling"
+        )
+    scanned = [key for key in arrays if key.startswith(SCANNED_BLOCKS)]
+    for key in scanned:
+        stacked = arrays.pop(key)  # (depth, ...)
+        for index, value in enumerate(stacked):
+            arrays[BLOCK.format(index) + key.removeprefix(SCANNED_BLOCKS)] = value
+    if scanned:
+        notes.append(f"blocks stacked in {SCANNED_BLOCKS!r} (big_vision's scan) read one by one")
+    linen = re.compile(r"(Transformer/encoderblock_\d+/)(LayerNorm_[01]|MultiHeadDotProductAttention_0|MlpBlock_0)/")
+    if any(re.match(r"Transformer/encoderblock_\d+/MultiHeadDotProductAttention_0/", key) for key in arrays):
+        arrays = {linen.sub(lambda m: m[1] + LINEN_TO_ORIGINAL[m[2]] + "/", key): v for key, v in arrays.items()}
+        notes.append("Flax-Linen block names (MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlock_0) read")
+    original = "Transformer/posembed_input/pos_embedding"
+    for key in ("pos_embedding", "Transformer/pos_embedding"):  # big_vision's places, newer and older
+        if original not in arrays and key in arrays:
+            table = arrays.pop(key)  # (1, N, D) for the patches alone, or (1, 1 + N, D) in older files
+            if "cls" in arrays and math.isqrt(table.shape[1]) ** 2 == table.shape[1]:
+                table = np.concatenate([np.zeros_like(table[:, :1]), table], axis=1)
+                notes.append(f"big_vision's {key!r} adds no position to the CLS token: a zero CLS position is used")
+            arrays[original] = table
+    return arrays, notes
 
 
 def _tensor(arrays: dict[str, np.ndarray], key: str, ndim: int) -> torch.Tensor:
