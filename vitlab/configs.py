@@ -159,11 +159,11 @@ def get_model_config(name: str, **overrides) -> ModelConfig:
 
 # --- Experiments: the `VITConfig` dataclass and the ready-made runs ------------------------------
 
-DATASET_NAMES = ("cifar10", "cifar100", "synthetic")
+DATASET_NAMES = ("cifar10", "cifar100", "synthetic", "folder")
 DECAY_TYPES = ("cosine", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-AUGMENTATIONS = ("finetune", "strong", "basic", "none")
+AUGMENTATIONS = ("finetune", "strong", "basic", "none", "randaugment")
 
 
 def _timestamp() -> str:
@@ -175,7 +175,7 @@ class VITConfig:
     """One training run: data, model, optimiser, schedule, precision, logging and checkpoints."""
 
     log_dir: str = "./TB_log/"  # TensorBoard root; each run writes to log_dir/<run name>/
-    dataset: str = "cifar10"  # "cifar10", "cifar100" or "synthetic" (offline coloured shapes, CIFAR-10 layout)
+    dataset: str = "cifar10"  # "cifar10", "cifar100", "synthetic" (offline coloured shapes) or "folder" (data_dir)
     model_type: str = "ViT-B_16"  # a preset or alias of vitlab.list_models()
     pretrained_dir: str | None = None  # Google .npz checkpoint to start from; None trains from scratch
     save_dir: str = "./Model/"  # checkpoints go to save_dir/<run name>/{best,last}.pt
@@ -204,7 +204,10 @@ class VITConfig:
     augment: str = "finetune"  # "finetune" (inception crop + flip), "strong" (crop + flip + TrivialAugment), ...
     val_split: float = 0.02  # fraction of the training set held out for model selection (Google's 2%)
     num_workers: int = 2  # DataLoader worker processes; 0 loads in the main process
-    data_dir: str = "./data"  # where CIFAR is found or downloaded to
+    data_dir: str = "./data"  # where CIFAR is found or downloaded to; for "folder": class folders, or train/ + val/
+    crop_pct: float = 1.0  # "folder" evaluation: shorter side to img_size / crop_pct, centre crop (ImageNet: 0.875)
+    mixup_alpha: float = 0.0  # Mixup on training batches, Beta(alpha, alpha) mixing weights; 0 = off (DeiT: 0.8)
+    cutmix_alpha: float = 0.0  # CutMix on training batches; with Mixup too, each batch gets one of the two (DeiT: 1.0)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields changed from the preset
     compile: bool = False  # wrap the model in torch.compile (faster on GPU after a slow first step)
     device_augment: bool = False  # CIFAR as uint8 on the device, "finetune"/"none" augmentation there (no PIL)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import urllib.error
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +55,21 @@ def build_transforms(
         # Inception crop with area (0.05, 1) and a flip: Google's fine-tuning augmentation.
         crop = [transforms.RandomResizedCrop(img_size, scale=(0.05, 1.0)), transforms.RandomHorizontalFlip()]
         return transforms.Compose(crop + to_tensor)
+    if augment == "randaugment":
+        return transforms.Compose(randaugment_crop(img_size) + to_tensor)
     # Random crop with 4 px padding and a flip, the standard CIFAR augmentation, at 32 x 32 first.
     crop = [transforms.RandomCrop(32, padding=4, padding_mode="reflect"), transforms.RandomHorizontalFlip()]
     strong = [transforms.TrivialAugmentWide()] if augment == "strong" else []
     return transforms.Compose(crop + strong + resize + to_tensor)
+
+
+def randaugment_crop(img_size: int) -> list:
+    """ImageNet training from scratch (DeiT, AugReg, MindCV): inception crop (0.08, 1), flip, RandAugment(2, 9)."""
+    return [
+        transforms.RandomResizedCrop(img_size, scale=(0.08, 1.0)),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandAugment(num_ops=2, magnitude=9),
+    ]
 
 
 class TransformedSubset(Dataset):
@@ -134,14 +147,19 @@ def num_classes(cfg: VITConfig) -> int:
     """How many classes `cfg.dataset` has, known before any file is read (the trainer builds the model first)."""
     if cfg.dataset not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
+    if cfg.dataset == "folder":
+        splits = folder_splits(cfg.data_dir)
+        return len(class_folders(splits.get("train", cfg.data_dir)))
     return {"cifar10": 10, "cifar100": 100, "synthetic": 10}[cfg.dataset]
 
 
-def build_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Dataset, list[str]]:
+def build_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Dataset | None, list[str]]:
     """(train, val, test, class_names) for `cfg.dataset`, with the transforms of `cfg.augment`.
 
     Images are normalised as the model expects (`image_normalization(cfg)`).
     """
+    if cfg.dataset == "folder":
+        return build_folder_datasets(cfg)
     name, root = _source(cfg)
     base_train = load_cifar(name, root, train=True)
     base_test = load_cifar(name, root, train=False)
@@ -157,11 +175,215 @@ def build_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Dataset, li
 
 def build_test_set(cfg: VITConfig) -> tuple[Dataset, list[str]]:
     """The test split of `cfg.dataset` with the test transform at `cfg.img_size`, normalised for the model."""
+    if cfg.dataset == "folder":
+        mean, std = image_normalization(cfg)
+        dataset = build_folder_eval_set(cfg.data_dir, cfg.img_size, cfg.crop_pct, mean, std)
+        return dataset, list(dataset.classes)
     name, root = _source(cfg)
     base = load_cifar(name, root, train=False)
     mean, std = image_normalization(cfg)
     transform = build_transforms("none", cfg.img_size, train=False, mean=mean, std=std)
     return TransformedSubset(base, range(len(base)), transform), list(base.classes)
+
+
+# --- image folders: your own photos, ImageNet -----------------------------------------------------
+# DIR/<class>/<image> (the class folders directly; the validation split is carved out with val_split),
+# or ImageNet's layout DIR/train/<class>/..., DIR/val/<class>/... and optionally DIR/test/<class>/...
+FOLDER_SPLITS = ("train", "val", "test")
+IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS  # what torchvision's ImageFolder reads (.jpg, .png, ...)
+IMAGENET_WNID = re.compile(r"n\d{8}")  # ImageNet's class folders are WordNet ids such as n01440764
+
+
+class ImageFolder(datasets.ImageFolder):
+    """torchvision's `ImageFolder` (images of any size and mode read as RGB, classes from the folder names)
+    that ignores hidden folders (`.ipynb_checkpoints`), counts the non-image files it skips and names
+    an empty class or a folder without class folders."""
+
+    def __init__(self, root: str | os.PathLike):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
+        self.skipped: list[str] = []
+        super().__init__(str(root), is_valid_file=self._is_image, allow_empty=True)
+        counts = Counter(self.targets)
+        empty = [name for index, name in enumerate(self.classes) if counts[index] == 0]
+        if empty:
+            raise ValueError(
+                f"class folder(s) {_preview(empty)} in {root} hold no images ({' '.join(IMAGE_EXTENSIONS)}): "
+                "add images or remove the folder(s)"
+            )
+        if self.skipped:
+            print(f"note: skipped {len(self.skipped)} non-image file(s) in {root} (e.g. {self.skipped[0]})")
+
+    def _is_image(self, path: str) -> bool:
+        if datasets.folder.has_file_allowed_extension(path, IMAGE_EXTENSIONS):
+            return True
+        self.skipped.append(os.path.relpath(path, self.root))
+        return False
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = class_folders(directory)
+        return classes, {name: index for index, name in enumerate(classes)}
+
+
+def class_folders(directory: str | os.PathLike) -> list[str]:
+    """The class names of an image folder: its sub-folders, sorted, hidden ones (`.ipynb_checkpoints`) left out."""
+    classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and entry.name[0] != ".")
+    if not classes:
+        images = [name for name in os.listdir(directory) if name.lower().endswith(IMAGE_EXTENSIONS)]
+        holds = f" (it holds {len(images)} images directly)" if images else ""
+        raise ValueError(
+            f"{directory} has no class folders{holds}: put each class's images in a folder named after the "
+            "class (DIR/cat/1.jpg, DIR/dog/2.jpg, ...), or use train/ and val/ folders of class folders"
+        )
+    return classes
+
+
+def _preview(names, limit: int = 8) -> str:
+    names = list(names)
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def folder_splits(data_dir: str | os.PathLike) -> dict[str, Path]:
+    """The split folders of `data_dir`: {"train": ..., "val": ..., "test": ...} as far as they exist, or {}
+    when `data_dir` holds the class folders directly."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data_dir {root} is not a folder: give a folder of class folders (DIR/cat/*.jpg, ...) or one with "
+            "train/ and val/ folders of class folders (ImageNet's layout)"
+        )
+    if not (root / "train").is_dir():
+        return {}
+    return {name: root / name for name in FOLDER_SPLITS if (root / name).is_dir()}
+
+
+def check_same_classes(reference: ImageFolder, other: ImageFolder) -> None:
+    """Train, val and test folders must name the same classes: the label of class k is its sorted position."""
+    if reference.classes != other.classes:
+        only_first = sorted(set(reference.classes) - set(other.classes))
+        only_second = sorted(set(other.classes) - set(reference.classes))
+        raise ValueError(
+            f"the class folders of {reference.root} and {other.root} differ: only in the first: "
+            f"{_preview(only_first) or '-'}; only in the second: {_preview(only_second) or '-'}. "
+            "Every split needs the same class folders"
+        )
+
+
+def folder_transforms(
+    augment: str,
+    img_size: int,
+    train: bool,
+    crop_pct: float = 1.0,
+    mean: tuple[float, ...] = MEAN,
+    std: tuple[float, ...] = STD,
+) -> transforms.Compose:
+    """The transforms of `build_transforms` for images of any size and aspect ratio.
+
+    Evaluation (and `augment="none"`) resizes the shorter side to img_size / crop_pct and takes the
+    central img_size square (crop_pct 0.875 is ImageNet's 256 -> 224). "finetune" and "randaugment"
+    take random resized crops of the whole image; "basic" and "strong" are the CIFAR recipe at
+    img_size (the central square, a crop shifted by up to img_size / 8 with reflected borders, a flip),
+    for 32 x 32 images exactly the CIFAR transforms.
+    """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    to_tensor = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    centre = [transforms.Resize(round(img_size / crop_pct)), transforms.CenterCrop(img_size)]
+    if not train or augment == "none":
+        return transforms.Compose(centre + to_tensor)
+    if augment == "finetune":
+        crop = [transforms.RandomResizedCrop(img_size, scale=(0.05, 1.0)), transforms.RandomHorizontalFlip()]
+        return transforms.Compose(crop + to_tensor)
+    if augment == "randaugment":
+        return transforms.Compose(randaugment_crop(img_size) + to_tensor)
+    square = [transforms.Resize(img_size), transforms.CenterCrop(img_size)]
+    crop = [
+        transforms.RandomCrop(img_size, padding=img_size // 8, padding_mode="reflect"),
+        transforms.RandomHorizontalFlip(),
+    ]
+    strong = [transforms.TrivialAugmentWide()] if augment == "strong" else []
+    return transforms.Compose(square + crop + strong + to_tensor)
+
+
+def build_folder_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Dataset | None, list[str]]:
+    """(train, val, test, class_names) from the image folders in `cfg.data_dir` (`dataset="folder"`).
+
+    With train/ and val/ folders those are the splits (test/ too when present, else no test set);
+    with the class folders directly, or train/ alone, `cfg.val_split` of the images is held out.
+    """
+    mean, std = image_normalization(cfg)
+    train_transform = folder_transforms(cfg.augment, cfg.img_size, True, cfg.crop_pct, mean, std)
+    eval_transform = folder_transforms(cfg.augment, cfg.img_size, False, cfg.crop_pct, mean, std)
+    splits = folder_splits(cfg.data_dir)
+    base_train = ImageFolder(splits.get("train", cfg.data_dir))
+    others = {name: ImageFolder(splits[name]) for name in ("val", "test") if name in splits}
+    for base in others.values():
+        check_same_classes(base_train, base)
+    if "val" in others:
+        train_indices, val_base, val_indices = range(len(base_train)), others["val"], range(len(others["val"]))
+    else:
+        train_indices, val_indices = split_indices(len(base_train), cfg.val_split, cfg.seed)
+        val_base = base_train
+    train_set = TransformedSubset(base_train, train_indices, train_transform)
+    val_set = TransformedSubset(val_base, val_indices, eval_transform) if len(val_indices) else None
+    test_base = others.get("test")
+    test_set = TransformedSubset(test_base, range(len(test_base)), eval_transform) if test_base else None
+    return train_set, val_set, test_set, list(base_train.classes)
+
+
+def folder_eval_split(data_dir: str | os.PathLike) -> Path:
+    """The folder to evaluate on: DIR/test, else DIR/val, else DIR itself (its class folders)."""
+    splits = folder_splits(data_dir)
+    for name in ("test", "val"):
+        if name in splits:
+            return splits[name]
+    if splits:
+        raise ValueError(f"{data_dir} has a train/ folder but no val/ or test/ folder to evaluate on")
+    return Path(data_dir)
+
+
+def match_class_names(folder_classes: list[str], model_classes: list[str]) -> list[int]:
+    """The model's class index of each folder class, matched by name (a folder may hold fewer classes).
+
+    ImageNet's own folders are named by WordNet id (n01440764, ...), whose sorted order is the class
+    index of every ImageNet-1k model, so 1000 such folders match a 1000-class model in that order.
+    """
+    index = {name: i for i, name in enumerate(model_classes)}
+    unknown = [name for name in folder_classes if name not in index]
+    if not unknown:
+        return [index[name] for name in folder_classes]
+    wnids = all(IMAGENET_WNID.fullmatch(name) for name in folder_classes)
+    if wnids and len(folder_classes) == len(model_classes) == 1000:
+        return list(range(1000))
+    raise ValueError(
+        f"the folder's classes are not the model's: {len(unknown)} of {len(folder_classes)} class folders "
+        f"name no class of the model ({_preview(unknown)}); the model's {len(model_classes)} classes are "
+        f"{_preview(model_classes)}. Name the class folders as the model's classes"
+    )
+
+
+def build_folder_eval_set(
+    data_dir: str | os.PathLike,
+    img_size: int,
+    crop_pct: float = 1.0,
+    mean: tuple[float, ...] = MEAN,
+    std: tuple[float, ...] = STD,
+    class_names: list[str] | None = None,
+) -> TransformedSubset:
+    """`folder_eval_split(data_dir)` with the evaluation transform; with `class_names` (the model's),
+    labels are the model's indices of the folder classes, matched by name (`match_class_names`)."""
+    base = ImageFolder(folder_eval_split(data_dir))
+    transform = folder_transforms("none", img_size, False, crop_pct, mean, std)
+    if class_names is not None:
+        base.target_transform = match_class_names(base.classes, list(class_names)).__getitem__
+    dataset = TransformedSubset(base, range(len(base)), transform)
+    if class_names is not None:
+        dataset.classes = list(class_names)
+    return dataset
 
 
 # --- synthetic CIFAR-10 ---------------------------------------------------------------------------
