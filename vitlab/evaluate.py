@@ -1,6 +1,8 @@
 """Evaluate a model on a dataset: top-1, top-5 and cross-entropy loss. Also `python -m vitlab.evaluate`.
 
 python -m vitlab.evaluate --checkpoint Model/<run>/best.pt --dataset cifar10 --data_dir ./data
+python -m vitlab.evaluate --checkpoint Model/<run>/best.pt --dataset folder --data_dir photos/
+python -m vitlab.evaluate --checkpoint Pretrained/vit_b_32-d86f8d99.pth --model_type vit_b_32 --data_dir imagenet/
 """
 
 from __future__ import annotations
@@ -68,34 +70,80 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Command line: evaluate a trainer checkpoint on the test split of a dataset."""
-    from vitlab.data import build_test_set
-    from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint
-
-    parser = argparse.ArgumentParser(prog="python -m vitlab.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by python -m vitlab.train")
-    parser.add_argument("--dataset", choices=DATASET_NAMES, help="default: the dataset the run was trained on")
-    parser.add_argument("--data_dir", help="where CIFAR is found or downloaded to (default: the run's)")
-    parser.add_argument(
-        "--img_size", type=int, help="default: the run's img_size; another size resizes the position embeddings"
+    """Command line: evaluate a run checkpoint or published weights on a dataset's test split or an image folder."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vitlab.evaluate",
+        description=__doc__.splitlines()[0],
+        epilog="Image folders: DIR/test, else DIR/val, else DIR itself, one folder per class, matched to the "
+        "model's class names by name (ImageNet's WordNet-id folders by their sorted order).",
     )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="best.pt or last.pt of python -m vitlab.train, or published weights (.npz, .pth, .bin, .safetensors)",
+    )
+    parser.add_argument("--model_type", help="published weights only: the architecture (e.g. vit_b_32)")
+    parser.add_argument(
+        "--dataset", choices=DATASET_NAMES, help="default: the run's dataset; 'folder' for published weights"
+    )
+    parser.add_argument("--data_dir", help="CIFAR's folder or the image folder (default: the run's)")
+    parser.add_argument(
+        "--img_size", type=int, help="default: the model's img_size; another size resizes the position embeddings"
+    )
+    parser.add_argument(
+        "--crop_pct", type=float, help="image folders: centre crop of the resized image (default: the run's; 0.875)"
+    )
+    parser.add_argument("--labels", help="text file of the model's class names, one per line")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
-    state = load_checkpoint(args.checkpoint)
-    cfg = VITConfig.from_dict(state.get("config", {}))
-    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "img_size") if getattr(args, k) is not None}
-    cfg = cfg.replace(**overrides)
-    model, _ = model_from_checkpoint(args.checkpoint)
+    model, class_names, cfg, step = _load(args)
     if cfg.img_size != model.cfg.img_size:
         model.resize_pos_embed_(cfg.img_size)  # evaluate at another resolution, as when fine-tuning at 384
-    test_set, _ = build_test_set(cfg)
+    if cfg.dataset == "folder":
+        from vitlab.data import build_folder_eval_set, folder_eval_split
+
+        mean, std = model.cfg.image_mean, model.cfg.image_std  # the inputs these weights expect
+        test_set = build_folder_eval_set(cfg.data_dir, cfg.img_size, cfg.crop_pct, mean, std, class_names)
+        where = f"{folder_eval_split(cfg.data_dir)}, {len(test_set)} images"
+    else:
+        from vitlab.data import build_test_set
+
+        test_set, _ = build_test_set(cfg)
+        where = f"{cfg.dataset} test split, {len(test_set)} images"
     metrics = evaluate(model, test_set, batch_size=args.batch_size, device=args.device)
-    where = f"{cfg.dataset} test split, {metrics['num_samples']} images"
-    print(f"checkpoint {args.checkpoint} (step {state.get('step')}) on {where}")
+    print(f"checkpoint {args.checkpoint}" + (f" (step {step})" if step is not None else "") + f" on {where}")
     print(f"top-1 {100 * metrics['top1']:.2f}%  top-5 {100 * metrics['top5']:.2f}%  loss {metrics['loss']:.4f}")
     return metrics
+
+
+def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | None]:
+    """(model, its class names, the config to evaluate with, the run's step) from the command line."""
+    from pathlib import Path
+
+    from vitlab.predict import WEIGHT_SUFFIXES, default_class_names, model_from_weights, read_labels
+
+    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "img_size", "crop_pct")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if Path(args.checkpoint).suffix.lower() in WEIGHT_SUFFIXES:
+        if args.model_type is None:
+            raise ValueError(f"{args.checkpoint} holds weights only: name the architecture with --model_type")
+        if args.data_dir is None:
+            raise ValueError("published weights carry no dataset: give --data_dir (an image folder, e.g. ImageNet's)")
+        model = model_from_weights(args.model_type, args.checkpoint)
+        class_names = read_labels(args.labels) if args.labels else default_class_names(model)
+        # torchvision's and timm's ImageNet evaluation: resize to 256, centre crop 224.
+        base = dict(dataset="folder", model_type=args.model_type, img_size=model.cfg.img_size, crop_pct=0.875)
+        return model, class_names, VITConfig(**{**base, **overrides}), None
+    from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint
+
+    state = load_checkpoint(args.checkpoint)
+    cfg = VITConfig.from_dict(state.get("config", {})).replace(**overrides)
+    model, class_names = model_from_checkpoint(args.checkpoint)
+    if args.labels:
+        class_names = read_labels(args.labels)
+    return model, class_names, cfg, state.get("step")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Classify images with a trained or pre-trained ViT: top-k labels with probabilities.
 
     python -m vitlab.predict cat.png --model_type ViT-B_16 --checkpoint Model/<run>/best.pt
-    python -m vitlab.predict cat.png --model_type ViT-B_16 \\
-        --checkpoint Pretrained/imagenet21k+imagenet2012_ViT-B_16.npz --labels ilsvrc2012_wordnet_lemmas.txt
+    python -m vitlab.predict cat.png --model_type ViT-B_16 --checkpoint Pretrained/imagenet21k+imagenet2012_ViT-B_16.npz
+    python -m vitlab.predict photos/ --model_type vit_b_32 --checkpoint Pretrained/vit_b_32-d86f8d99.pth
 
 `.pt` files are vitlab run checkpoints (they carry the architecture and the class names);
-`.npz` files are Google's checkpoints, whose image size, class count and pooling are read from the
-file, with ImageNet names from `--labels` (one name per line) or class indices otherwise.
+`.npz` files are Google's checkpoints and `.pth` / `.bin` / `.safetensors` files PyTorch state dicts
+(timm's, torchvision's): image size, class count and pooling are read from the file; class names
+come from `--labels` (one name per line), are ImageNet-1k's for a 1000-class head (torchvision's list),
+or are class indices otherwise. Folders are searched for images.
 """
 
 from __future__ import annotations
@@ -126,19 +128,86 @@ def model_from_npz(
     return model.eval()
 
 
+WEIGHT_SUFFIXES = (".npz", ".pth", ".bin", ".safetensors")  # published weights; ".pt" is a vitlab run checkpoint
+
+
+def imagenet_class_names() -> list[str]:
+    """ImageNet-1k's 1000 class names in index order ("tench", "goldfish", ...), from torchvision's weights' `meta`."""
+    from torchvision.models import ViT_B_32_Weights
+
+    return list(ViT_B_32_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def default_class_names(model: VisionTransformer) -> list[str] | None:
+    """ImageNet-1k's names for a 1000-class model whose weights carry no names (Google's and torchvision's files)."""
+    head = getattr(model, "head", None)
+    return imagenet_class_names() if isinstance(head, torch.nn.Linear) and head.out_features == 1000 else None
+
+
+def model_from_state_dict(
+    model_type: str, path: str | os.PathLike, num_classes: int | None = None, img_size: int | None = None
+) -> VisionTransformer:
+    """Build `model_type` shaped like the PyTorch weights at `path` (timm's, torchvision's or vitlab's key names:
+    image size from the position embeddings, classes from the head) and load them."""
+    from vitlab.factory import create_model
+    from vitlab.weights.convert import timm_to_vitlab, torchvision_to_vitlab
+    from vitlab.weights.load import load_pretrained
+    from vitlab.weights.state_dicts import detect_layout, read_torch_state_dict
+
+    state = read_torch_state_dict(path)
+    rename = {"timm": timm_to_vitlab, "torchvision": torchvision_to_vitlab, "vitlab": dict}[detect_layout(state)]
+    state = rename(state)
+    if num_classes is None and "head.weight" in state:
+        num_classes = int(state["head.weight"].shape[0])
+    if img_size is None and "pos_embed" in state and "patch_embed.proj.weight" in state:
+        num_patches = state["pos_embed"].shape[1] - (1 if "cls_token" in state else 0)
+        img_size = int(round(num_patches**0.5)) * int(state["patch_embed.proj.weight"].shape[-1])
+    del state
+    model = create_model(model_type, num_classes=num_classes, img_size=img_size)
+    load_pretrained(model, path, verbose=False)
+    return model.eval()
+
+
+def model_from_weights(
+    model_type: str, path: str | os.PathLike, num_classes: int | None = None, img_size: int | None = None
+) -> VisionTransformer:
+    """`model_type` with published weights: Google's `.npz` or a PyTorch state dict (`.pth`, `.bin`, `.safetensors`)."""
+    if Path(path).suffix.lower() == ".npz":
+        return model_from_npz(model_type, path, num_classes, img_size)
+    return model_from_state_dict(model_type, path, num_classes, img_size)
+
+
+def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The images named by `paths`: files as given, folders searched (recursively, sorted) for image files."""
+    from vitlab.data import IMAGE_EXTENSIONS
+
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS))
+            if not images:
+                raise FileNotFoundError(f"folder {path} holds no images ({' '.join(IMAGE_EXTENSIONS)})")
+            found += images
+        else:
+            found.append(path)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitlab.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+    parser.add_argument("images", nargs="+", help="image files (any format PIL reads) or folders of them")
     parser.add_argument("--model_type", default="ViT-B_16", help="preset name (see vitlab.list_models())")
-    parser.add_argument("--checkpoint", required=True, help="a vitlab run checkpoint (.pt) or Google's .npz")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a vitlab run checkpoint (.pt), Google's .npz or a state dict (.pth, ...)"
+    )
     parser.add_argument("--top_k", type=int, default=3, help="how many classes to show per image")
-    parser.add_argument("--labels", help="text file of class names, one per line (e.g. ImageNet-1k)")
-    parser.add_argument("--num_classes", type=int, help=".npz only: classes of the head (default: the file's)")
-    parser.add_argument("--img_size", type=int, help=".npz only: input size (default: the file's grid)")
+    parser.add_argument("--labels", help="text file of class names, one per line (1000 classes: ImageNet-1k's)")
+    parser.add_argument("--num_classes", type=int, help="weights only: classes of the head (default: the file's)")
+    parser.add_argument("--img_size", type=int, help="weights only: input size (default: the file's grid)")
     args = parser.parse_args(argv)
     try:
         model, class_names = _load(args)
-        for image in args.images:
+        for image in image_files(args.images):
             print(image)
             for rank, (label, probability) in enumerate(predict(model, image, args.top_k, class_names), start=1):
                 print(f"  {rank}. {label:<30} {100 * probability:6.2f}%")
@@ -150,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args) -> tuple[VisionTransformer, list[str] | None]:
     checkpoint = Path(args.checkpoint)
-    if checkpoint.suffix == ".npz":
-        model, class_names = model_from_npz(args.model_type, checkpoint, args.num_classes, args.img_size), None
+    if checkpoint.suffix.lower() in WEIGHT_SUFFIXES:
+        model = model_from_weights(args.model_type, checkpoint, args.num_classes, args.img_size)
+        class_names = None if args.labels else default_class_names(model)
     else:
         from vitlab.weights.checkpoint import model_from_checkpoint
 
