@@ -247,15 +247,13 @@ def _preview(names, limit: int = 8) -> str:
 
 def folder_splits(data_dir: str | os.PathLike) -> dict[str, Path]:
     """The split folders of `data_dir`: {"train": ..., "val": ..., "test": ...} as far as they exist, or {}
-    when `data_dir` holds the class folders directly."""
+    when `data_dir` holds the class folders directly (so no class may be called train, val or test)."""
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(
             f"data_dir {root} is not a folder: give a folder of class folders (DIR/cat/*.jpg, ...) or one with "
             "train/ and val/ folders of class folders (ImageNet's layout)"
         )
-    if not (root / "train").is_dir():
-        return {}
     return {name: root / name for name in FOLDER_SPLITS if (root / name).is_dir()}
 
 
@@ -319,6 +317,8 @@ def build_folder_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Data
     train_transform = folder_transforms(cfg.augment, cfg.img_size, True, cfg.crop_pct, mean, std)
     eval_transform = folder_transforms(cfg.augment, cfg.img_size, False, cfg.crop_pct, mean, std)
     splits = folder_splits(cfg.data_dir)
+    if splits and "train" not in splits:
+        raise ValueError(f"{cfg.data_dir} has {'/ and '.join(splits)}/ but no train/ folder to train on")
     base_train = ImageFolder(splits.get("train", cfg.data_dir))
     others = {name: ImageFolder(splits[name]) for name in ("val", "test") if name in splits}
     for base in others.values():
