@@ -72,6 +72,29 @@ def randaugment_crop(img_size: int) -> list:
     ]
 
 
+def build_batch_mix(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
+    """Mixup and/or CutMix for training batches (torchvision.transforms.v2), or None when both alphas are 0.
+
+    Called as `mix(images, labels)` on a batch (B, C, H, W) with int labels (B,); returns the mixed
+    images and soft labels (B, num_classes). With both on, each batch gets one of the two at random,
+    as in DeiT and MindCV. The mixing weights come from torch's global RNG, which the trainer seeds
+    and saves with each checkpoint, so a resumed run mixes as an uninterrupted one.
+    """
+    from torchvision.transforms import v2
+
+    for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+        if not alpha >= 0.0:
+            raise ValueError(f"{name} must be >= 0 (0 turns it off), got {alpha}")
+    mixes = []
+    if mixup_alpha > 0:
+        mixes.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    if cutmix_alpha > 0:
+        mixes.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+
 class TransformedSubset(Dataset):
     """Samples `indices` of `base` (which returns PIL images) through `transform`."""
 
