@@ -59,3 +59,17 @@ def test_bad_config_files_say_what_is_wrong(tmp_path):
         load_config(tmp_path / "nowhere.yaml")
     with pytest.raises(ValueError, match=r"must end in .yaml, .yml, .json"):
         load_config(tmp_path / "config.txt")
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_print_config_writes_a_file_the_command_line_reads_back(tmp_path, capsys, fmt):
+    from vitlab.train import main
+    from vitlab.training.cli import config_from_args
+
+    main(["--config", "imagenet", "--data_dir", "/data/imagenet", "--print_config", fmt])
+    path = tmp_path / f"imagenet.{fmt}"
+    path.write_text(capsys.readouterr().out)
+    cfg = config_from_args(["--config", str(path), "--num_steps", "10"])
+    expected = get_experiment("imagenet", data_dir="/data/imagenet", num_steps=10, test_cycles=cfg.test_cycles)
+    assert cfg == expected
+    assert not (tmp_path / "Model").exists()  # printing trains nothing

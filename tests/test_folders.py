@@ -275,3 +275,56 @@ def test_folder_errors_end_the_commands_with_one_line(tmp_path):
     )  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "error: the class folders of" in done.stderr and "only in the first: stripes" in done.stderr
+
+
+# --- the ImageNet recipe's pieces on a tiny folder ------------------------------------------------
+def test_mixup_cutmix_train_on_soft_labels():
+    from vitlab.data import build_batch_mix
+    from vitlab.factory import create_model
+    from vitlab.train import train_step
+
+    model = create_model("ViT-Test", num_classes=3)
+    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    cfg = VITConfig(gradient_accumulation_steps=1, label_smoothing=0.1, max_grad_norm=0.0)
+    mix = build_batch_mix(0.8, 1.0, num_classes=3)
+    torch.manual_seed(5)
+    mixed, soft = mix(images, labels)
+    assert soft.shape == (6, 3) and torch.allclose(soft.sum(1), torch.ones(6))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(mixed), soft, label_smoothing=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    torch.manual_seed(5)  # the same draws: the trainer mixes from the global RNG it seeds and checkpoints
+    loss, _ = train_step(model, iter([(images, labels)]), optimizer, scaler, cfg, "fp32", torch.device("cpu"), mix)
+    torch.testing.assert_close(loss, expected)
+    assert build_batch_mix(0.0, 0.0, 3) is None
+    with pytest.raises(ValueError, match="mixup_alpha must be >= 0"):
+        build_batch_mix(-1.0, 0.0, 3)
+
+
+def test_imagenet_recipe_runs_scaled_down_on_a_tiny_folder(imagenet_layout, tmp_path):
+    from vitlab.configs import get_experiment
+    from vitlab.train import train
+    from vitlab.training.build import check_config
+
+    recipe = get_experiment("imagenet")
+    pieces = (recipe.augment, recipe.mixup_alpha, recipe.cutmix_alpha, recipe.crop_pct)
+    assert pieces == ("randaugment", 0.8, 1.0, 0.875)
+    assert recipe.model_overrides == {"dropout_rate": 0.1, "drop_path_rate": 0.1}
+    assert recipe.train_batch_size // recipe.gradient_accumulation_steps == 256  # one micro-batch per pass
+    cfg = recipe.replace(
+        data_dir=str(imagenet_layout), model_type="ViT-Test", img_size=32, train_batch_size=8,
+        gradient_accumulation_steps=2, num_steps=3, warmup_steps=1, eval_every=3, eval_batch_size=32,
+        num_workers=0, precision="fp32", save_dir=str(tmp_path / "Model"), log_dir=str(tmp_path / "TB"),
+        progress=False, name="recipe",
+    )  # fmt: skip
+    result = train(cfg)
+    assert result["steps"] == 3 and result["class_names"] == list(CLASSES)
+    assert result["model"].cfg.drop_path_rate == 0.1 and len(result["history"]) >= 1
+    for bad, message in [
+        (dict(device_augment=True, augment="finetune"), "not on image folders"),
+        (dict(crop_pct=1.5), "crop_pct must be in"),
+        (dict(cutmix_alpha=-0.5), "cutmix_alpha must be >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_config(cfg.replace(**bad))

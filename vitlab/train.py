@@ -29,8 +29,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from vitlab.configs import VITConfig
-from vitlab.data import image_normalization, num_classes
+from vitlab.configs import VITConfig, export_config
+from vitlab.data import build_batch_mix, image_normalization, num_classes
 from vitlab.evaluate import autocast_context, evaluate
 from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
 from vitlab.training.build import (
@@ -43,7 +43,7 @@ from vitlab.training.build import (
     follow_model_normalization,
 )
 from vitlab.training.checkpoints import checkpoint_state, restore, resume_path
-from vitlab.training.cli import config_from_args
+from vitlab.training.cli import parse_command_line
 from vitlab.training.devices import (
     Distributed,
     main_process_first,
@@ -56,12 +56,17 @@ from vitlab.weights.checkpoint import load_checkpoint, save_checkpoint
 
 
 # --- one optimiser step ---------------------------------------------------------------------------
-def train_step(model, batches, optimizer, scaler, cfg: VITConfig, precision: str, device) -> tuple:
-    """Accumulate gradients over the micro-batches of one step, clip, update; returns (loss, grad_norm) tensors."""
+def train_step(model, batches, optimizer, scaler, cfg: VITConfig, precision: str, device, mix=None) -> tuple:
+    """Accumulate gradients over the micro-batches of one step, clip, update; returns (loss, grad_norm) tensors.
+
+    `mix` (`vitlab.data.build_batch_mix`) turns each micro-batch into Mixup/CutMix images with soft labels.
+    """
     accumulation = cfg.gradient_accumulation_steps
     loss_sum = torch.zeros((), device=device)
     for accumulation_pass in range(accumulation):
         images, labels = prepare_batch(next(batches), device)
+        if mix is not None:
+            images, labels = mix(images, labels)  # labels (B, num_classes): the mixing weights
         last = accumulation_pass == accumulation - 1
         # DDP averages gradients across processes only on the last pass: one all-reduce per step.
         no_sync = model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
@@ -132,6 +137,7 @@ class _Run:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.device)
         self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.mix = build_batch_mix(cfg.mixup_alpha, cfg.cutmix_alpha, len(self.class_names))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step, self.best_accuracy, self.best_step, self.history = 0, -1.0, None, []
         if self.resume_state is not None:
@@ -169,7 +175,9 @@ class _Run:
         window_loss, window_start, window_steps = torch.zeros((), device=self.device), time.perf_counter(), 0
         while self.step < cfg.num_steps:
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
-            loss, grad_norm = train_step(model, batches, self.optimizer, self.scaler, cfg, self.precision, self.device)
+            loss, grad_norm = train_step(
+                model, batches, self.optimizer, self.scaler, cfg, self.precision, self.device, self.mix
+            )
             self.scheduler.step()
             self.step += 1
             window_loss += loss
@@ -269,7 +277,10 @@ class _Run:
 # --- command line ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry point: parse, train, print where the run landed and its accuracies."""
-    cfg = config_from_args(argv)
+    cfg, print_format = parse_command_line(argv)
+    if print_format is not None:
+        print(export_config(cfg, print_format), end="")
+        return {"config": cfg}
     result = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return result

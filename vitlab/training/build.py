@@ -53,6 +53,15 @@ def check_config(cfg: VITConfig, world_size: int = 1) -> int:
             f"device_augment does the 'finetune' augmentation (crop area 0.05-1, flip) or 'none' (resize), "
             f"not {cfg.augment!r}: set augment='finetune' or device_augment=False"
         )
+    if cfg.device_augment and cfg.dataset == "folder":
+        raise ValueError(
+            "device_augment works on CIFAR's uint8 arrays, not on image folders: pass --device_augment false"
+        )
+    if not 0.0 < cfg.crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
+    for field_name in ("mixup_alpha", "cutmix_alpha"):
+        if not getattr(cfg, field_name) >= 0.0:
+            raise ValueError(f"{field_name} must be >= 0 (0 turns it off), got {getattr(cfg, field_name)}")
     split = cfg.gradient_accumulation_steps * world_size
     if cfg.train_batch_size % split:
         raise ValueError(

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from vitlab.configs import EXPERIMENTS, VITConfig, get_experiment
+from vitlab.configs import EXPERIMENTS, VITConfig, get_experiment, load_config
 
 SEED_FLAGS = {  # the flags of the original ViT-pytorch train.py -> VITConfig fields
     "name": "name",
@@ -58,10 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags of the original train.py, `--config`, `--set`, and one flag per other VITConfig field."""
     parser = argparse.ArgumentParser(
         prog="python -m vitlab.train",
-        description="Train a Vision Transformer on CIFAR-10/100 (fine-tuning or from scratch).",
+        description="Train a Vision Transformer on CIFAR-10/100 or image folders (fine-tuning or from scratch).",
         argument_default=argparse.SUPPRESS,  # only flags given on the command line override the config
     )
-    parser.add_argument("--config", help=f"an experiment ({', '.join(EXPERIMENTS)}) or a saved config.json")
+    parser.add_argument(
+        "--config", help=f"an experiment ({', '.join(EXPERIMENTS)}) or a config file (.yaml, .yml, .json)"
+    )
+    parser.add_argument(
+        "--print_config",
+        nargs="?",
+        const="yaml",
+        choices=("yaml", "json"),
+        help="print the configuration the command line describes (YAML by default) and exit; "
+        "redirect it to a file to edit and pass to --config",
+    )
     fields = {f.name: f for f in dataclasses.fields(VITConfig)}
     for flag, field_name in SEED_FLAGS.items():
         aliases = {"local_rank": ["--local-rank"], "output_dir": ["--save_dir"]}.get(flag, [])
@@ -79,14 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: list[str] | None = None) -> VITConfig:
     """The VITConfig that a command line describes: --config first, then the flags, then --set."""
+    return parse_command_line(argv)[0]
+
+
+def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | None]:
+    """(the VITConfig of `config_from_args`, the format --print_config asks for, or None)."""
     args = vars(build_parser().parse_args(argv))
     source = args.pop("config", None)
+    print_format = args.pop("print_config", None)
     if source is None:
         cfg = VITConfig()
     elif source in EXPERIMENTS:
         cfg = get_experiment(source)
     elif Path(source).is_file():
-        cfg = VITConfig.from_json(source)
+        cfg = load_config(source)
     else:
         raise SystemExit(f"--config {source!r} is neither an experiment ({', '.join(EXPERIMENTS)}) nor a file")
     if args.pop("fp16", False):
@@ -106,4 +122,4 @@ def config_from_args(argv: list[str] | None = None) -> VITConfig:
         overrides = {k: parse_value(fields[k], v) if isinstance(v, str) else v for k, v in args.items()}
     except ValueError as error:
         raise SystemExit(str(error)) from error
-    return cfg.replace(**overrides)
+    return cfg.replace(**overrides), print_format
