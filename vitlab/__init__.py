@@ -2,15 +2,17 @@
 
 A map of the package, in the order of the paper and of an experiment:
 
-    configs     ModelConfig and the presets (ViT-B_16, ...), VITConfig and the experiments (finetune, scratch, smoke)
+    configs     ModelConfig and the presets (ViT-B_16, ...), VITConfig, the experiments (finetune, scratch,
+                imagenet, smoke) and YAML/JSON config files
     model       the ViT top to bottom: PatchEmbedding -> Attention -> MLP -> EncoderBlock -> VisionTransformer
     hybrid      the ResNet-50 stem of R50+ViT-B_16
     factory     create_model, list_models          (python -m vitlab.factory: the table of presets)
-    data        CIFAR-10/100, the transforms, synthetic CIFAR-format data for offline runs
+    data        CIFAR-10/100 and image folders (ImageNet's layout too), the transforms, Mixup/CutMix,
+                synthetic CIFAR-format data for offline runs
     augment     augmentation in batches on the device
     train       train(cfg) and the trainer          (python -m vitlab.train)
     evaluate    top-1, top-5 and loss of a model    (python -m vitlab.evaluate)
-    predict     classes of image files              (python -m vitlab.predict)
+    predict     classes of image files and folders  (python -m vitlab.predict)
     visualize   patches, position embeddings, attention rollout and distance, curves of runs
     download    Google's checkpoints into Pretrained/  (python -m vitlab.download --list)
     weights/    weight files: Google's .npz in (load_pretrained) and out (save_npz), PyTorch state dicts,
