@@ -62,13 +62,13 @@ def test_seed_command_runs_and_writes_every_tensorboard_tag(seed_run):
     events.Reload()
     tags = events.Tags()
     expected = {"train/loss", "train/lr", "train/grad_norm", "train/images_per_sec", "val/loss", "val/accuracy",
-                "test/accuracy", "test/top5"}  # fmt: skip
+                "val/best_accuracy", "test/top1", "test/top5"}  # fmt: skip
     assert expected <= set(tags["scalars"])
-    assert "model/pos_embed" in tags["histograms"] and "train/samples" in tags["images"]
+    assert "weights/pos_embed" in tags["histograms"] and "train/samples" in tags["images"]
     assert "config/text_summary" in tags["tensors"]
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(events.PluginTagToContent("hparams"))
     assert [e.step for e in events.Scalars("val/accuracy")] == [3, 6]
-    assert len(events.Histograms("model/pos_embed")) == 2
+    assert len(events.Histograms("weights/pos_embed")) == 2
     learning_rates = [(e.step, e.value) for e in events.Scalars("train/lr")]
     assert [s for s, _ in learning_rates] == [1, 2, 3, 4, 5, 6]
     for step, value in learning_rates:  # logged at the end of step `step`, with the rate of step - 1

@@ -1,4 +1,5 @@
-"""The command line of `python -m vitlab.train`: the original train.py's flags, `--config`, `--set`."""
+"""The command line of `python -m vitlab.train`: the original train.py's flags, `--config`, `--set`, and `--help`
+that shows each field's comment, default and valid values."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ import dataclasses
 import json
 from pathlib import Path
 
-from vitlab.configs import EXPERIMENTS, VITConfig, get_experiment, load_config
+from vitlab.configs import (
+    AUGMENTATIONS,
+    DATASET_NAMES,
+    DECAY_TYPES,
+    EXPERIMENTS,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRESETS,
+    VITConfig,
+    get_experiment,
+    load_config,
+)
 
 SEED_FLAGS = {  # the flags of the original ViT-pytorch train.py -> VITConfig fields
     "name": "name",
@@ -54,17 +66,90 @@ def parse_value(field: dataclasses.Field, text: str):
     return text
 
 
+FLAG_CHOICES = {  # fields with a fixed set of values, shown in --help (check_config enforces them)
+    "dataset": DATASET_NAMES,
+    "optimizer": OPTIMIZERS,
+    "decay_type": DECAY_TYPES,
+    "precision": PRECISIONS,
+    "augment": AUGMENTATIONS,
+}
+
+
+def field_comments() -> dict[str, str]:
+    """The comment beside each VITConfig field in configs.py, which --help shows for its flag."""
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(VITConfig)
+    except (OSError, TypeError):  # no source files (a frozen install): flags keep their defaults and choices
+        return {}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^    (\w+): [^#\n]*#\s*(.*)$", source, re.M)}
+
+
+def flag_help(field: dataclasses.Field, comment: str) -> tuple[str, str]:
+    """(help text, metavar) of the flag of VITConfig field `field`: its comment, valid values and default."""
+    kind = str(field.type)
+    notes = []
+    if field.name in FLAG_CHOICES:
+        notes.append("choices: " + ", ".join(FLAG_CHOICES[field.name]))
+        metavar = "NAME"
+    elif field.name == "model_type":
+        notes.append("presets: " + ", ".join(PRESETS) + "; aliases: python -m vitlab.factory")
+        metavar = "MODEL"
+    elif kind == "bool":
+        metavar = "true|false"
+    elif "dict" in kind:
+        metavar = "JSON"
+    elif kind.startswith("int"):
+        metavar = "N"
+    elif kind.startswith("float"):
+        metavar = "X"
+    else:
+        metavar = "PATH" if field.name.endswith("_dir") else "TEXT"
+    if field.default is not dataclasses.MISSING:
+        default = field.default
+        notes.append(f"default: {str(default).lower() if isinstance(default, bool) or default is None else default}")
+    elif field.name == "test_cycles":
+        notes.append("default: the start time")
+    elif field.default_factory is not dataclasses.MISSING:
+        notes.append(f"default: {json.dumps(field.default_factory())}")
+    text = comment + (f" [{'; '.join(notes)}]" if notes else "")
+    return text.replace("%", "%%"), metavar  # argparse %-formats help strings
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help texts wrapped at spaces only, so that names such as R50-ViT-B_16 stay whole."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags of the original train.py, `--config`, `--set`, and one flag per other VITConfig field."""
     parser = argparse.ArgumentParser(
         prog="python -m vitlab.train",
-        description="Train a Vision Transformer on CIFAR-10/100 or image folders (fine-tuning or from scratch).",
+        usage="%(prog)s [--config NAME|FILE] [--FIELD VALUE ...] [--set FIELD=VALUE] [--resume [PATH]]",
+        description="Train a Vision Transformer on CIFAR-10/100, image folders or synthetic data,\n"
+        "fine-tuning or from scratch.\n"
+        "Each --FIELD sets the VITConfig field of that name. The defaults shown are VITConfig's;\n"
+        f"--config EXPERIMENT starts from an experiment's values instead ({', '.join(EXPERIMENTS)}).",
+        epilog="examples:\n"
+        "  python -m vitlab.train --config finetune\n"
+        "  python -m vitlab.train --config scratch --dataset synthetic --num_steps 200 --warmup_steps 20\n"
+        "  python -m vitlab.train --name my-run --resume",
+        formatter_class=HelpFormatter,
         argument_default=argparse.SUPPRESS,  # only flags given on the command line override the config
+        allow_abbrev=False,  # --num_step is an error, not --num_steps
     )
-    parser.add_argument(
-        "--config", help=f"an experiment ({', '.join(EXPERIMENTS)}) or a config file (.yaml, .yml, .json)"
-    )
-    parser.add_argument(
+    run = parser.add_argument_group("the run")
+    run.add_argument(
+        "--config", metavar="NAME|FILE",
+        help=f"an experiment ({', '.join(EXPERIMENTS)}) or a config file (.yaml, .yml, .json)",
+    )  # fmt: skip
+    run.add_argument(
         "--print_config",
         nargs="?",
         const="yaml",
@@ -72,18 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the configuration the command line describes (YAML by default) and exit; "
         "redirect it to a file to edit and pass to --config",
     )
+    run.add_argument("--resume", nargs="?", const="last", metavar="PATH",
+                     help="continue from last.pt of --name, or from checkpoint PATH")  # fmt: skip
+    run.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any VITConfig field")
     fields = {f.name: f for f in dataclasses.fields(VITConfig)}
+    comments = field_comments()
+    seed = parser.add_argument_group("the flags of ViT-pytorch's train.py")
     for flag, field_name in SEED_FLAGS.items():
         aliases = {"local_rank": ["--local-rank"], "output_dir": ["--save_dir"]}.get(flag, [])
-        names = [f"--{flag}", *aliases]
-        parser.add_argument(*names, dest=field_name, metavar=flag.upper(), help=f"VITConfig.{field_name}")
+        text, metavar = flag_help(fields[field_name], comments.get(field_name, f"VITConfig.{field_name}"))
+        seed.add_argument(f"--{flag}", *aliases, dest=field_name, metavar=metavar, help=text)
+    seed.add_argument("--fp16", action="store_true", help="mixed precision: the same as --precision fp16")
+    seed.add_argument("--fp16_opt_level", metavar="LEVEL",
+                      help="accepted for compatibility and ignored: native AMP replaces apex")  # fmt: skip
+    more = parser.add_argument_group("the other VITConfig fields")
     for name, field in fields.items():
         if name not in SEED_FLAGS.values() and name != "resume":
-            parser.add_argument(f"--{name}", dest=name, metavar="VALUE", help=f"VITConfig.{name} ({field.type})")
-    parser.add_argument("--resume", nargs="?", const="last", help="continue from last.pt of --name, or from PATH")
-    parser.add_argument("--fp16", action="store_true", help="mixed precision: same as --precision fp16")
-    parser.add_argument("--fp16_opt_level", help="accepted for compatibility and ignored: native AMP replaces apex")
-    parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any VITConfig field")
+            text, metavar = flag_help(field, comments.get(name, f"VITConfig.{name}"))
+            more.add_argument(f"--{name}", dest=name, metavar=metavar, help=text)
     return parser
 
 
