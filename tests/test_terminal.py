@@ -5,7 +5,7 @@ import re
 import pytest
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, DECAY_TYPES, OPTIMIZERS, PRECISIONS
-from vitlab.train import build_parser, config_from_args
+from vitlab.training.cli import build_parser, config_from_args
 
 
 def test_train_help_shows_each_fields_comment_default_and_choices(capsys):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vitlab.configs import VITConfig, export_config
-from vitlab.data import build_batch_mix, image_normalization, num_classes
+from vitlab.data import SYNTHETIC_MARKER, build_batch_mix, image_normalization, num_classes
 from vitlab.evaluate import autocast_context, evaluate
 from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
 from vitlab.training.build import (
@@ -51,7 +51,7 @@ from vitlab.training.devices import (
     seed_everything,
     setup_distributed,
 )
-from vitlab.training.logs import log_hparams, log_samples, open_writer
+from vitlab.training.logs import log_hparams, log_samples, open_writer, run_hparams
 from vitlab.weights.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -84,6 +84,21 @@ def train_step(model, batches, optimizer, scaler, cfg: VITConfig, precision: str
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, grad_norm
+
+
+PLAIN_PROGRESS_SECONDS = 60  # without a progress bar, a line about training at most this often
+
+
+def interactive_output() -> bool:
+    """Whether a progress bar can redraw itself: a terminal, or a notebook (tqdm.auto's widget)."""
+    if any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__):
+        return True
+    return sys.stderr.isatty()
+
+
+def on_synthetic_data(cfg: VITConfig) -> bool:
+    """Whether the run trains on synthetic images (dataset "synthetic", or synthetic files in data_dir)."""
+    return cfg.dataset == "synthetic" or (Path(cfg.data_dir) / "cifar-10-batches-py" / SYNTHETIC_MARKER).is_file()
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -156,23 +171,52 @@ class _Run:
         cfg, env = self.cfg, self.env
         if env.is_main:
             cfg.to_json(self.run_dir / "config.json")
-        self.writer = open_writer(cfg, env, self.step)
+        self.writer, self.bar = open_writer(cfg, env, self.step), None
+        if self.writer is not None:
+            log_hparams(self.writer, run_hparams(cfg, self.precision), cfg.run_name)
         if self.writer is not None and self.step == 0:
             mean, std = image_normalization(cfg)
             log_samples(self.writer, self.train_set, cfg.seed, mean=mean, std=std)
+        if env.is_main:
+            self.say_where()
         start_time = time.perf_counter()
         self.loop()
         result = self.finish()
         result["wall_time"] = time.perf_counter() - start_time
         return result
 
+    def say_where(self) -> None:
+        """Before the first step: what runs, where, and where its results go."""
+        cfg, model = self.cfg, self.model
+        count = f" ({model.get_num_params():,} parameters)" if hasattr(model, "get_num_params") else ""
+        data = "synthetic data" if on_synthetic_data(cfg) else cfg.dataset
+        first = f"resuming at step {self.step} of {cfg.num_steps}" if self.step else f"{cfg.num_steps} steps"
+        print(
+            f"run {cfg.run_name}: {cfg.model_type}{count} on {data}, {first} of {cfg.train_batch_size} images, "
+            f"{self.device.type}, {self.precision}"
+        )
+        if self.writer is not None:
+            print(f"  TensorBoard: {self.tb_dir}  (tensorboard --logdir {cfg.log_dir})")
+        print(f"  checkpoints: {self.run_dir}/best.pt, last.pt; validation every {cfg.eval_every} steps")
+        sys.stdout.flush()
+
+    def say(self, line: str) -> None:
+        """Print a line on the main process without breaking the progress bar."""
+        if self.env.is_main:
+            (tqdm.write if self.bar is not None else print)(line)
+            sys.stdout.flush()
+
     def loop(self) -> None:
         cfg, env = self.cfg, self.env
         model = self.wrapped_model().train()
         build_batches = build_device_batches if cfg.device_augment else build_train_loader
         batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step))
-        bar = tqdm(total=cfg.num_steps, initial=self.step, disable=not (env.is_main and cfg.progress), desc="train")
+        # A bar on a terminal or in a notebook; piped to a file, plain lines instead (a bar there is a line per update).
+        self.bar = None
+        if env.is_main and cfg.progress and interactive_output():
+            self.bar = tqdm(total=cfg.num_steps, initial=self.step, desc="train", dynamic_ncols=True)
         window_loss, window_start, window_steps = torch.zeros((), device=self.device), time.perf_counter(), 0
+        first_step, last_line = self.step + 1, time.perf_counter()
         while self.step < cfg.num_steps:
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
             loss, grad_norm = train_step(
@@ -182,16 +226,29 @@ class _Run:
             self.step += 1
             window_loss += loss
             window_steps += 1
-            if self.step % cfg.log_every == 0 or self.step == cfg.num_steps:
+            if self.bar is not None and self.step == first_step:  # one sync, so the bar shows a loss at once
+                self.bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+            evaluating = self.step % cfg.eval_every == 0 or self.step == cfg.num_steps
+            if self.step % cfg.log_every == 0 or evaluating:  # evaluation waits for the GPU anyway
                 images_per_sec = self.log_train(window_loss / window_steps, lr, grad_norm, window_steps, window_start)
-                bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
+                train_loss = self.history[-1]["loss"]
+                if self.bar is not None:
+                    self.bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
+                elif cfg.progress and time.perf_counter() - last_line > PLAIN_PROGRESS_SECONDS:
+                    self.say(f"step {self.step}/{cfg.num_steps}: train loss {train_loss:.4f}, lr {lr:.2e}, "
+                             f"{images_per_sec:.0f} images/s")  # fmt: skip
+                    last_line = time.perf_counter()
                 window_loss, window_start, window_steps = torch.zeros((), device=self.device), time.perf_counter(), 0
-            if self.step % cfg.eval_every == 0 or self.step == cfg.num_steps:
+            if evaluating:
                 eval_start = time.perf_counter()
                 self.validate()
-                window_start += time.perf_counter() - eval_start  # images/s counts training time only
-            bar.update(1)
-        bar.close()
+                last_line = time.perf_counter()
+                window_start += last_line - eval_start  # images/s counts training time only
+            if self.bar is not None:
+                self.bar.update(1)
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def log_train(self, loss, lr, grad_norm, steps, since) -> float:
         """The only place the loop waits for the GPU: turn the window's loss and norm into numbers."""
@@ -215,22 +272,37 @@ class _Run:
             metrics = evaluate(self.model, self.val_set, cfg.eval_batch_size, self.device, self.precision)
             if self.history:
                 self.history[-1].update(val_accuracy=metrics["top1"], val_loss=metrics["loss"])
-        if self.writer is not None:
-            if metrics is not None:
-                self.writer.add_scalar("val/loss", metrics["loss"], self.step)
-                self.writer.add_scalar("val/accuracy", metrics["top1"], self.step)
-            if getattr(self.model, "pos_embed", None) is not None:
-                self.writer.add_histogram("model/pos_embed", self.model.pos_embed.detach().float().cpu(), self.step)
-            self.writer.flush()
         # Without a validation split the latest weights count as the best ones.
         improved = metrics is None or metrics["top1"] > self.best_accuracy
         if improved:
             self.best_accuracy = metrics["top1"] if metrics is not None else self.best_accuracy
             self.best_step = self.step
+        if self.writer is not None:
+            if metrics is not None:
+                self.writer.add_scalar("val/loss", metrics["loss"], self.step)
+                self.writer.add_scalar("val/accuracy", metrics["top1"], self.step)
+                self.writer.add_scalar("val/best_accuracy", self.best_accuracy, self.step)
+            if getattr(self.model, "pos_embed", None) is not None:
+                # "weights/" sorts after "train/" and "val/": TensorBoard's Time Series opens the first two groups.
+                self.writer.add_histogram("weights/pos_embed", self.model.pos_embed.detach().float().cpu(), self.step)
+            self.writer.flush()
+        self.say(self.evaluation_line(metrics))
         if self.env.is_main:
             self.save("last.pt")
             if improved:
                 self.save("best.pt")
+
+    def evaluation_line(self, metrics: dict | None) -> str:
+        """One evaluation as a line: "step 100/500: val loss 1.2345, val accuracy 56.78% (best ... at step 100)"."""
+        line = f"step {self.step}/{self.cfg.num_steps}: "
+        if metrics is None:
+            line += "no validation split, the latest weights count as the best"
+        else:
+            line += (f"val loss {metrics['loss']:.4f}, val accuracy {100 * metrics['top1']:.2f}% "
+                     f"(best {100 * self.best_accuracy:.2f}% at step {self.best_step})")  # fmt: skip
+        if self.history:
+            line += f", train loss {self.history[-1]['loss']:.4f}"
+        return line
 
     def save(self, filename: str) -> Path:
         state = checkpoint_state(
@@ -240,7 +312,7 @@ class _Run:
         return save_checkpoint(self.run_dir / filename, state)
 
     def finish(self) -> dict:
-        """Test the best checkpoint (main process), log the hyperparameters, close the writer."""
+        """Test the best checkpoint (main process), close the writer."""
         cfg, env = self.cfg, self.env
         best_path = self.run_dir / "best.pt"
         result = {
@@ -254,6 +326,7 @@ class _Run:
             "class_names": self.class_names,
             "precision": self.precision,
             "world_size": env.world_size,
+            "synthetic_data": on_synthetic_data(cfg),
         }
         if env.is_main:
             if best_path.is_file():
@@ -261,12 +334,10 @@ class _Run:
             if self.test_set is not None:
                 test = evaluate(self.model, self.test_set, cfg.eval_batch_size, self.device, self.precision)
                 result.update(test_accuracy=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
-                if self.writer is not None:
-                    self.writer.add_scalar("test/accuracy", test["top1"], self.step)
-                    self.writer.add_scalar("test/top5", test["top5"], self.step)
+                if self.writer is not None:  # two single points at the last step, side by side in their own group
+                    for tag in ("top1", "top5"):
+                        self.writer.add_scalar(f"test/{tag}", test[tag], self.step)
             if self.writer is not None:
-                final = {k: result[k] for k in ("best_val_accuracy", "test_accuracy") if result.get(k) is not None}
-                log_hparams(self.writer, cfg, final)
                 self.writer.close()
         if env.world_size > 1:
             dist.barrier()  # the other processes wait while the main one tests and saves
@@ -275,6 +346,23 @@ class _Run:
 
 
 # --- command line ---------------------------------------------------------------------------------
+def summary_lines(cfg: VITConfig, result: dict) -> list[str]:
+    """The lines a finished run ends with: accuracies, on what data, where everything is."""
+    lines = []
+    if result["best_val_accuracy"] is not None:
+        lines.append(f"best validation accuracy: {100 * result['best_val_accuracy']:.2f}% (step {result['best_step']})")
+    if "test_accuracy" in result:
+        top1, top5 = 100 * result["test_accuracy"], 100 * result["test_top5"]
+        lines.append(f"test accuracy: top-1 {top1:.2f}%  top-5 {top5:.2f}%")
+    if result.get("synthetic_data") and lines:
+        lines.append("these accuracies are on synthetic data (coloured shapes in CIFAR-10's format), not real images")
+    if cfg.TB_log:
+        lines.append(f"TensorBoard run: {result['run_dir']}  (tensorboard --logdir {cfg.log_dir})")
+    lines.append(f"checkpoints: {result['checkpoint_dir']}/best.pt, last.pt")
+    lines.append(f"{result['steps']} steps in {result['wall_time']:.1f} s")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry point: parse, train, print where the run landed and its accuracies."""
     cfg, print_format = parse_command_line(argv)
@@ -282,15 +370,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(export_config(cfg, print_format), end="")
         return {"config": cfg}
     result = train(cfg)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return result
-    print(f"TensorBoard run: {result['run_dir']}  (tensorboard --logdir {cfg.log_dir})")
-    print(f"checkpoints: {result['checkpoint_dir']}/best.pt, last.pt")
-    if result["best_val_accuracy"] is not None:
-        print(f"best validation accuracy: {100 * result['best_val_accuracy']:.2f}% (step {result['best_step']})")
-    if "test_accuracy" in result:
-        print(f"test accuracy: top-1 {100 * result['test_accuracy']:.2f}%  top-5 {100 * result['test_top5']:.2f}%")
-    print(f"{result['steps']} steps in {result['wall_time']:.1f} s")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("\n".join(summary_lines(cfg, result)))
     return result
 
 

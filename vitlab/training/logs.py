@@ -1,4 +1,4 @@
-"""TensorBoard: the run's writer, its config, sample inputs and the final hyperparameters."""
+"""TensorBoard: the run's writer, its config, sample inputs, and the hyperparameters that tell runs apart."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.configs import VITConfig
+from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, OPTIMIZERS, PRECISIONS, VITConfig
 from vitlab.training.batches import SeededSamples
 from vitlab.training.devices import Distributed
 
@@ -36,13 +36,43 @@ def log_samples(
     writer.add_images("train/samples", pixels.clamp(0, 1), 0)
 
 
-def log_hparams(writer, cfg: VITConfig, metrics: dict) -> None:
-    """The run's hyperparameters and final metrics for TensorBoard's HParams tab."""
-    from torch.utils.tensorboard.summary import hparams
+# The hyperparameters that tell runs apart, for TensorBoard's HParams tab (not folders, seeds or switches),
+# and the metrics it shows beside them: scalars of the run, so the table fills in as the run goes.
+HPARAM_FIELDS = (
+    "model_type", "dataset", "img_size", "train_batch_size", "optimizer", "learning_rate", "weight_decay",
+    "warmup_steps", "num_steps", "augment", "label_smoothing",
+)  # fmt: skip
+HPARAM_METRICS = {"val/best_accuracy": "best val accuracy", "test/top1": "test top-1", "test/top5": "test top-5"}
+# TensorBoard ticks the first five hyperparameters for display, those marked as differing between runs first:
+# these five, which tell a fine-tuning run from one from scratch (the others are a click away).
+HPARAMS_SHOWN_FIRST = ("model_type", "dataset", "pretrained", "learning_rate", "num_steps")
 
-    values = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in cfg.to_dict().items()}
-    metrics = {f"hparam/{k}": float(v) for k, v in metrics.items()}
-    for summary in hparams(values, metrics):
-        writer.file_writer.add_summary(summary)
-    for tag, value in metrics.items():
-        writer.add_scalar(tag, value, cfg.num_steps)
+
+def run_hparams(cfg: VITConfig, precision: str) -> dict:
+    """The run's distinguishing hyperparameters with their own types (str, int, float, bool)."""
+    values = {name: getattr(cfg, name) for name in HPARAM_FIELDS}
+    return {**values, "precision": precision, "pretrained": bool(cfg.pretrained_dir)}
+
+
+def log_hparams(writer, hparams: dict, run_name: str) -> None:
+    """`hparams` for TensorBoard's HParams tab, with the metrics of HPARAM_METRICS beside them.
+
+    Each run is its own row, also when two runs share every hyperparameter (e.g. differ by seed only).
+    """
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    choices = {
+        "dataset": list(DATASET_NAMES), "optimizer": list(OPTIMIZERS), "precision": list(PRECISIONS),
+        "augment": list(AUGMENTATIONS), "pretrained": [False, True],
+    }  # fmt: skip
+    columns = [hp.HParam(name, hp.Discrete(choices[name]) if name in choices else None) for name in hparams]
+    metrics = [hp.Metric(tag, display_name=label) for tag, label in HPARAM_METRICS.items()]
+    config = hp.hparams_config_pb(columns, metrics)
+    content = config.value[0].metadata.plugin_data
+    data = plugin_data_pb2.HParamsPluginData.FromString(content.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in HPARAMS_SHOWN_FIRST
+    content.content = data.SerializeToString()
+    writer.file_writer.add_summary(config)
+    writer.file_writer.add_summary(hp.hparams_pb(hparams, trial_id=run_name))
