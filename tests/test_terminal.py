@@ -75,6 +75,7 @@ def printed_run(tmp_path_factory, synthetic_cifar):
 def test_a_run_says_where_it_writes_then_one_line_per_evaluation(printed_run):
     cfg, result, out, err = printed_run
     lines = out.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("run ")) :]  # after any notes
     assert lines[0].startswith(f"run {cfg.run_name}: ViT-Test (")
     assert "on synthetic data, 6 steps of 32 images, cpu, fp32" in lines[0]
     assert lines[1] == f"  TensorBoard: {result['run_dir']}  (tensorboard --logdir {cfg.log_dir})"
