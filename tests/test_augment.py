@@ -8,10 +8,13 @@ import torchvision.transforms.functional as TF
 import torchvision.transforms.v2.functional as F2
 
 from vitlab.augment import (
+    BatchTrivialAugmentWide,
     DeviceAugment,
     DeviceBatches,
     DeviceEvalTransform,
+    DevicePadCropAugment,
     central_crop,
+    pad_crop_flip,
     resized_crop,
     sample_crop_boxes,
     uint8_cifar,
@@ -193,9 +196,10 @@ def test_augment_crops_the_sampled_boxes():
     # A horizontal ramp (pixel value = column) shows which columns each output row came from.
     n, height, width, size = 300, 32, 256, 64
     ramp = torch.arange(width, dtype=torch.uint8).expand(n, 3, height, width)
-    out = DeviceAugment(size, flip=False, antialias=False)(ramp, torch.Generator().manual_seed(0))
+    uniforms = torch.rand(n, DeviceAugment.num_uniforms, generator=torch.Generator().manual_seed(0))
+    out = DeviceAugment(size, flip=False, antialias=False)(ramp, uniforms=uniforms)
     values = (out[:, 0, 0] + 1) / 2 * 255  # (B, S): the source column sampled by each output column
-    boxes = sample_crop_boxes(n, height, width, SCALE, RATIO, torch.Generator().manual_seed(0))
+    boxes = sample_crop_boxes(n, height, width, SCALE, RATIO, uniforms=uniforms[:, :-1])
     # Output column k samples column left + (k + 0.5) * w / S - 0.5, clamped inside the box.
     left, w = boxes[:, 1].double(), boxes[:, 3].double()
     first = torch.maximum(left + 0.5 * w / size - 0.5, left)
@@ -265,3 +269,179 @@ def test_training_with_device_augment_learns(tmp_path, synthetic_cifar, one_thre
     assert result["best_val_accuracy"] > 0.7  # ten classes: chance is 0.1
     with pytest.raises(ValueError, match="set augment='finetune' or device_augment=False"):
         train(cfg.replace(name="strong", augment="strong"))
+
+
+# --- the from-scratch recipe: padded crop, flip, TrivialAugmentWide per image ----------------------
+def scratch_images(n: int = 16) -> torch.Tensor:
+    """uint8 (n, 3, 32, 32): half synthetic shapes (flat areas, edges), half noise (every grey level)."""
+    from vitlab.data import synthetic_images
+
+    rng = np.random.default_rng(0)
+    shapes = synthetic_images(np.arange(n - n // 2) % 10, rng)
+    noise = rng.integers(0, 256, (n // 2, 32, 32, 3), dtype=np.uint8)
+    return torch.from_numpy(np.concatenate([shapes, noise])).permute(0, 3, 1, 2).contiguous()
+
+
+def recorded_trivial_augment_draws(n: int, monkeypatch) -> list[tuple[str, float]]:
+    """(op name, magnitude) of n calls of torchvision's TrivialAugmentWide, recorded at its `_apply_op`."""
+    import torchvision.transforms.autoaugment as autoaugment
+
+    draws = []
+    monkeypatch.setattr(autoaugment, "_apply_op", lambda img, name, magnitude, **_: draws.append((name, magnitude)))
+    transform, image = torchvision.transforms.TrivialAugmentWide(), torch.zeros(3, 8, 8, dtype=torch.uint8)
+    torch.manual_seed(0)
+    for _ in range(n):
+        transform(image)
+    return draws
+
+
+def test_trivial_augment_draws_ops_and_magnitudes_as_torchvision(monkeypatch):
+    n = 7000
+    theirs = recorded_trivial_augment_draws(n, monkeypatch)
+    augment = BatchTrivialAugmentWide()
+    op, magnitude = augment.sample(torch.rand(n, 3, generator=torch.Generator().manual_seed(1)))
+    ours = [(augment.op_names[k], m) for k, m in zip(op.tolist(), magnitude.tolist())]
+    names = augment.op_names
+    assert set(names) == {name for name, _ in theirs} and len(names) == 14
+    # Op frequencies: chi-square test of homogeneity of the two samples (13 degrees of freedom);
+    # 34.5 is the 0.1% critical value.
+    counts = np.array([[sum(1 for name, _ in draws if name == op) for op in names] for draws in (ours, theirs)])
+    expected = counts.sum(0, keepdims=True) * counts.sum(1, keepdims=True) / counts.sum()
+    chi_square = float(((counts - expected) ** 2 / expected).sum())
+    assert chi_square < 34.5, dict(zip(names, counts.T.tolist()))
+    space = torchvision.transforms.TrivialAugmentWide()._augmentation_space(31)
+    for op_name in names:
+        mine = np.array([m for name, m in ours if name == op_name])
+        reference = np.array([m for name, m in theirs if name == op_name])
+        # Only torchvision's magnitudes (its bins, with either sign where the op is signed).
+        magnitudes, signed = space[op_name]
+        allowed = set(np.round(np.atleast_1d(magnitudes.double().numpy()), 4))
+        allowed |= {-m for m in allowed} if signed else set()
+        assert set(np.round(mine, 4)) <= allowed and set(np.round(reference, 4)) <= allowed, op_name
+        # ~500 draws per op: P(KS > 0.13) < 0.1% for one distribution (1.95 * sqrt(2 / 450) = 0.13).
+        assert ks_statistic(mine, reference) < 0.13, op_name
+
+
+def every_op_and_magnitude(augment: BatchTrivialAugmentWide, bins=(0, 1, 10, 20, 30)):
+    """(op index, magnitude) pairs: each op at a few bins, both signs where signed."""
+    pairs = []
+    for k in range(len(augment.op_names)):
+        magnitudes = sorted({augment.magnitudes[k, b].item() for b in bins})
+        if augment.signed[k]:
+            magnitudes += [-m for m in magnitudes if m > 0]
+        pairs += [(k, m) for m in magnitudes]
+    return pairs
+
+
+def test_each_image_gets_its_own_op_as_torchvision_applies_it():
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.autoaugment import _apply_op  # what TrivialAugmentWide calls
+
+    augment = BatchTrivialAugmentWide()
+    pairs = every_op_and_magnitude(augment)  # ~100: one batch holds every op and magnitude at once
+    images = scratch_images(len(pairs))
+    op = torch.tensor([k for k, _ in pairs])
+    magnitude = torch.tensor([m for _, m in pairs], dtype=torch.float64)
+    out = augment.apply_ops(images, op, magnitude).int()
+    assert out.dtype == torch.int32 and out.shape == images.shape
+    for i, (k, m) in enumerate(pairs):
+        name = augment.op_names[k]
+        options = dict(interpolation=InterpolationMode.NEAREST, fill=None)
+        tensor_kernel = _apply_op(images[i], name, m, **options).int()
+        pil = _apply_op(TF.to_pil_image(images[i]), name, m, **options)
+        pil = torch.from_numpy(np.array(pil)).permute(2, 0, 1).int()
+        # torchvision's tensor kernel on that image alone: the same pixels.
+        assert torch.equal(out[i], tensor_kernel), f"{name} {m}: {(out[i] - tensor_kernel).abs().max()}"
+        # PIL (the trainer's PIL path): within two grey levels; PIL rounds where the tensor kernels
+        # truncate. Rotation by nearest neighbour differs where a pixel centre falls on a boundary.
+        difference = (out[i] - pil).abs()
+        if name == "Rotate":
+            assert (difference > 0).float().mean() < 0.05, f"{name} {m}"
+        else:
+            assert difference.max() <= 2, f"{name} {m}: {difference.max()}"
+
+
+def test_pad_crop_flip_equals_torchvision():
+    images = scratch_images(4)
+    offsets = [(top, left) for top in range(9) for left in range(9)]  # every crop of the 40 x 40 padded image
+    batch = images.repeat_interleave(len(offsets), dim=0)  # (4 * 81, 3, 32, 32)
+    tops = torch.tensor([t for t, _ in offsets] * 4)
+    lefts = torch.tensor([left for _, left in offsets] * 4)
+    flips = torch.arange(len(batch)) % 2 == 1
+    # Uniforms in the middle of the bins that map to these offsets.
+    uniforms = torch.stack([(tops + 0.5) / 9, (lefts + 0.5) / 9, torch.where(flips, 0.25, 0.75)], dim=1)
+    out = pad_crop_flip(batch, 4, uniforms)
+    assert out.dtype == torch.uint8
+    for i in range(len(batch)):
+        padded = TF.pad(batch[i], 4, padding_mode="reflect")
+        expected = TF.crop(padded, int(tops[i]), int(lefts[i]), 32, 32)
+        expected = TF.hflip(expected) if flips[i] else expected
+        assert torch.equal(out[i], expected), i
+
+
+def test_scratch_augment_draws_crops_and_flips_uniformly():
+    n = 9000
+    uniforms = torch.rand(n, 3, generator=torch.Generator().manual_seed(0))
+    ramp = (torch.arange(32, dtype=torch.uint8) * 4).expand(n, 3, 32, 32)  # column j holds 4 j: shows each offset
+    out = pad_crop_flip(ramp, 4, uniforms)
+    flipped = out[:, 0, 0, 0] > out[:, 0, 0, -1]
+    assert abs(flipped.float().mean().item() - 0.5) < 0.02  # 9000 fair coins: 4 standard deviations
+    # The left offset of an unflipped crop is visible in its column 8 (no reflection there): 4 (8 + left - 4).
+    left = out[~flipped, 0, 0, 8].long() // 4 - 4
+    counts = torch.bincount(left, minlength=9)
+    assert len(counts) == 9 and (counts - len(left) / 9).abs().max() < 0.15 * len(left) / 9
+
+
+def test_scratch_augment_equals_the_pil_pipeline():
+    # The PIL transforms of "strong" at 48 px, each random step given the device path's draws:
+    # the same tensors within two grey levels (PIL rounds to 8 bits after the op and the resize).
+    from torchvision import transforms
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.autoaugment import _apply_op
+
+    from vitlab.data import build_transforms
+
+    augment = DevicePadCropAugment(48)
+    images = scratch_images(14)
+    uniforms = torch.rand(14, augment.num_uniforms, generator=torch.Generator().manual_seed(3))
+    uniforms[:, 3] = (torch.arange(14) + 0.5) / 14  # one image per op
+    out = augment(images, uniforms=uniforms)
+    assert out.shape == (14, 3, 48, 48) and out.dtype == torch.float32
+    op, magnitude = augment.trivial_augment.sample(uniforms[:, 3:])
+    crop, flip, trivial, *rest = build_transforms("strong", 48, train=True).transforms
+    assert isinstance(crop, transforms.RandomCrop) and (crop.padding, crop.padding_mode) == (4, "reflect")
+    assert isinstance(flip, transforms.RandomHorizontalFlip) and flip.p == 0.5
+    assert isinstance(trivial, transforms.TrivialAugmentWide) and trivial.num_magnitude_bins == 31
+    finish = transforms.Compose(rest)  # resize to 48, to tensor, normalise: not random
+    for i in range(14):
+        name = augment.trivial_augment.op_names[op[i]]
+        top, left = (uniforms[i, :2] * 9).long().tolist()
+        image = TF.crop(TF.pad(TF.to_pil_image(images[i]), 4, padding_mode="reflect"), top, left, 32, 32)
+        image = TF.hflip(image) if uniforms[i, 2] < 0.5 else image
+        image = _apply_op(image, name, magnitude[i].item(), interpolation=InterpolationMode.NEAREST, fill=None)
+        difference = (out[i] - finish(image)).abs() * 255 / 2  # in grey levels
+        if name == "Rotate":  # nearest-neighbour rotation: PIL differs where a pixel centre is on a boundary
+            assert (difference > 2).float().mean() < 0.05, name
+        else:
+            assert difference.max() <= 2 + 1e-3, f"{name} {magnitude[i].item()}: {difference.max()}"
+
+
+def test_device_batches_do_not_depend_on_how_a_step_is_split():
+    # One step of 8 images as one micro-batch, as two (accumulation) and as two processes' halves:
+    # every image gets the same augmentation, which depends only on (seed, stream position).
+    images = scratch_images(16)
+    labels = torch.arange(16)
+    keys = [(position, (5 * position) % 16) for position in range(32)]  # 4 steps of 8
+    augment = DevicePadCropAugment(32)
+    whole = DeviceBatches(images, labels, keys, 8, augment, seed=1, device="cpu", global_batch=8)
+    expected = torch.cat([next(whole)[0] for _ in range(4)])  # (32, 3, 32, 32), by position
+    halves = DeviceBatches(images, labels, keys, 4, augment, seed=1, device="cpu", global_batch=8)
+    torch.testing.assert_close(torch.cat([next(halves)[0] for _ in range(8)]), expected, atol=0, rtol=0)
+    for rank in (0, 1):  # rank r reads positions [8 s + 4 r, 8 s + 4 r + 4) of step s
+        shard = [key for key in keys if (key[0] % 8) // 4 == rank]
+        stream = DeviceBatches(images, labels, shard, 4, augment, seed=1, device="cpu", global_batch=8)
+        for step in range(4):
+            start = 8 * step + 4 * rank
+            torch.testing.assert_close(next(stream)[0], expected[start : start + 4], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="span two global batches"):
+        next(DeviceBatches(images, labels, keys[6:], 4, augment, seed=1, device="cpu", global_batch=8))
