@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import vitlab
 import vitlab.download
 import vitlab.evaluate
@@ -29,3 +31,31 @@ def test_module_cli_runs_without_runpy_warning():
     )
     assert "imagenet21k_ViT-B_16.npz" in result.stdout
     assert "RuntimeWarning" not in result.stderr
+
+
+def test_import_and_command_modules_load_only_what_they_need():
+    # `import vitlab` is lazy (names load on first use) and the training and download commands do
+    # not import torchvision (whose import pulls in torch._dynamo), TensorBoard or matplotlib
+    # before they need them: `--help` and `--list` answer in about the time `import torch` takes.
+    code = (
+        "import sys, vitlab\n"
+        "assert 'torch' not in sys.modules, 'import vitlab imported torch'\n"
+        "vitlab.VITConfig, vitlab.list_models, vitlab.create_model\n"
+        "import vitlab.train, vitlab.download, vitlab.evaluate\n"
+        "heavy = ['torch._dynamo', 'torchvision', 'tensorboard', 'matplotlib', 'timm']\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_public_name_is_importable_and_listed():
+    assert len(vitlab.__all__) == len(set(vitlab.__all__)) == 21
+    for name in vitlab.__all__:
+        assert getattr(vitlab, name) is not None, name
+        assert name in dir(vitlab)
+    namespace = {}
+    exec("from vitlab import *", namespace)
+    assert set(vitlab.__all__) <= set(namespace)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        getattr(vitlab, "nothing_here")  # noqa: B009 (the attribute access is what is tested)

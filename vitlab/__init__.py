@@ -27,31 +27,44 @@ Start with:
     result = vitlab.train(vitlab.get_experiment("smoke"))    # seconds on a CPU, synthetic data
 """
 
+import importlib
+import sys
+import types
 import warnings
+from typing import TYPE_CHECKING
 
-# `python -m vitlab.train` runs a module that `import vitlab` has already loaded (so that
-# `vitlab.train` is the function, not the module); runpy's warning about that is expected.
+# `python -m vitlab.train` runs a module that may already be in sys.modules (imported for
+# `vitlab.train`, the function); runpy's warning about that is expected.
 warnings.filterwarnings("ignore", message=r".*'vitlab\.\w+' found in sys\.modules", category=RuntimeWarning)
 
-from vitlab.configs import EXPERIMENTS, ModelConfig, VITConfig, get_experiment, get_model_config
-from vitlab.download import download  # the function; `python -m vitlab.download` is the command
-from vitlab.evaluate import evaluate
-from vitlab.factory import create_model, list_models, show_support_list
-from vitlab.model import (
-    MLP,
-    Attention,
-    Encoder,
-    EncoderBlock,
-    PatchEmbedding,
-    VisionTransformer,
-    resize_pos_embed,
-)
-from vitlab.predict import predict
-from vitlab.train import train
-from vitlab.weights.load import load_pretrained
-from vitlab.weights.npz import save_npz
-
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it. Modules are imported on first use (PEP 562), so
+# `import vitlab` and `python -m vitlab.download --list` do not pay for torchvision, TensorBoard
+# or matplotlib until something needs them.
+_SOURCES = {
+    "EXPERIMENTS": "vitlab.configs",
+    "ModelConfig": "vitlab.configs",
+    "VITConfig": "vitlab.configs",
+    "get_experiment": "vitlab.configs",
+    "get_model_config": "vitlab.configs",
+    "download": "vitlab.download",
+    "evaluate": "vitlab.evaluate",
+    "create_model": "vitlab.factory",
+    "list_models": "vitlab.factory",
+    "show_support_list": "vitlab.factory",
+    "MLP": "vitlab.model",
+    "Attention": "vitlab.model",
+    "Encoder": "vitlab.model",
+    "EncoderBlock": "vitlab.model",
+    "PatchEmbedding": "vitlab.model",
+    "VisionTransformer": "vitlab.model",
+    "resize_pos_embed": "vitlab.model",
+    "predict": "vitlab.predict",
+    "load_pretrained": "vitlab.weights.load",
+    "save_npz": "vitlab.weights.npz",
+    "train": "vitlab.train",
+}
 
 __all__ = [
     "MLP",
@@ -76,3 +89,42 @@ __all__ = [
     "show_support_list",
     "train",
 ]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come from __getattr__
+    from vitlab.configs import EXPERIMENTS, ModelConfig, VITConfig, get_experiment, get_model_config
+    from vitlab.download import download
+    from vitlab.evaluate import evaluate
+    from vitlab.factory import create_model, list_models, show_support_list
+    from vitlab.model import MLP, Attention, Encoder, EncoderBlock, PatchEmbedding, VisionTransformer, resize_pos_embed
+    from vitlab.predict import predict
+    from vitlab.train import train
+    from vitlab.weights.load import load_pretrained
+    from vitlab.weights.npz import save_npz
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name]), name)
+    globals()[name] = value  # later look-ups find it directly
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The package module: `download`, `evaluate`, `predict` and `train` stay the functions of those names.
+
+    Importing a submodule makes Python set the package attribute of the same name to the module
+    (`import vitlab.train` sets `vitlab.train`); for these four the public name is the function.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _SOURCES.get(name) == f"{__name__}.{name}":
+            return  # keep the function (or let __getattr__ find it)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

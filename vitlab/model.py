@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from einops import rearrange
 from einops.layers.torch import Rearrange
 from torch import nn
-from torchvision.ops import stochastic_depth
 
 from vitlab.configs import CLASSIFIERS, ModelConfig
 from vitlab.hybrid import HybridEmbedding
@@ -146,6 +145,8 @@ class EncoderBlock(nn.Module):
     def _residual(self, branch: torch.Tensor) -> torch.Tensor:
         if self.drop_path == 0.0:
             return branch
+        from torchvision.ops import stochastic_depth  # imported here: torchvision takes a second to import
+
         return stochastic_depth(branch, self.drop_path, mode="row", training=self.training)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
