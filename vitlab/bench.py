@@ -200,12 +200,15 @@ class _UInt8Images(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.data[index])), 0
 
 
-def pil_images_per_sec(data: np.ndarray, img_size: int, batch_size: int, batches: int, workers: int) -> float:
-    """Images/s of the trainer's PIL fine-tuning transforms in DataLoader workers, after the first batch."""
+def pil_images_per_sec(
+    data: np.ndarray, img_size: int, batch_size: int, batches: int, workers: int, augment: str = "finetune"
+) -> float:
+    """Images/s of the trainer's PIL transforms (`augment`) in DataLoader workers, after the first batch."""
     from vitlab.data import build_transforms
 
-    # Inception crop (area 0.05-1), flip, to tensor, scale to [-1, 1]: what DeviceAugment replaces.
-    dataset = _UInt8Images(data, build_transforms("finetune", img_size, train=True))
+    # "finetune": inception crop (area 0.05-1), flip, to tensor, scale to [-1, 1]: what DeviceAugment
+    # replaces; "strong": padded crop, flip, TrivialAugmentWide: what DevicePadCropAugment replaces.
+    dataset = _UInt8Images(data, build_transforms(augment, img_size, train=True))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True
     )
@@ -218,14 +221,14 @@ def pil_images_per_sec(data: np.ndarray, img_size: int, batch_size: int, batches
 
 
 def device_images_per_sec(
-    data: np.ndarray, img_size: int, batch_size: int, batches: int, device: torch.device
+    data: np.ndarray, img_size: int, batch_size: int, batches: int, device: torch.device, augment: str = "finetune"
 ) -> float:
-    """Images/s of `DeviceAugment` on a uint8 tensor kept on the device, random batches as in training."""
-    from vitlab.augment import DeviceAugment
+    """Images/s of the device augmentation (`augment`) on a uint8 tensor on the device, random batches."""
+    from vitlab.augment import DeviceAugment, DevicePadCropAugment
 
     images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, H, W) uint8
     generator = torch.Generator(device).manual_seed(0)
-    augment = DeviceAugment(img_size)
+    augment = DeviceAugment(img_size) if augment == "finetune" else DevicePadCropAugment(img_size).to(device)
 
     def batch():
         index = torch.randint(0, len(images), (batch_size,), generator=generator, device=device)
@@ -382,6 +385,139 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# --- the trainer against a bare loop -------------------------------------------------------------
+TRAINER_PIPELINES = {  # name -> VITConfig fields of the trainer's input pipeline
+    "device_strong": dict(augment="strong", device_augment=True),  # the scratch recipe's default
+    "device_none": dict(augment="none", device_augment=True),
+    "pil_strong": dict(augment="strong", device_augment=False),
+}
+
+
+def trainer_config(model: str, img_size: int, batch_size: int, overrides: dict, steps: int, workdir: str, **fields):
+    """The `scratch` experiment on synthetic CIFAR-format data, for `steps` steps, no evaluation on the way."""
+    from vitlab.configs import get_experiment
+
+    return get_experiment(
+        "scratch", dataset="synthetic", data_dir=os.path.join(workdir, "data"), model_type=model,
+        model_overrides=dict(overrides), img_size=img_size, train_batch_size=batch_size, num_steps=steps,
+        warmup_steps=0, eval_every=10**9, val_split=0.0, TB_log=False, progress=False, device="cpu",
+        precision="fp32", save_dir=os.path.join(workdir, "Model"), log_dir=os.path.join(workdir, "TB"), **fields,
+    )  # fmt: skip
+
+
+def trainer_seconds_per_step(cfg, model: nn.Module, warmup: int) -> float:
+    """Median seconds between the training forward passes of `vitlab.train(cfg, model=model)` after `warmup`.
+
+    The interval from one step's forward to the next covers everything the loop does per step:
+    fetching and augmenting the batch, backward, clipping, the optimiser and scheduler, logging.
+    Set-up before the first step and the evaluation after the last are outside every interval.
+    """
+    from vitlab.train import train
+
+    stamps = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args: stamps.append(time.perf_counter()) if module.training else None
+    )
+    try:
+        train(cfg, model=model)
+    finally:
+        hook.remove()
+    intervals = np.diff(stamps[warmup:])
+    return float(np.median(intervals))
+
+
+def bare_loop_seconds_per_step(
+    model: nn.Module, images, labels, batch_size: int, steps: int, warmup: int, cfg
+) -> float:
+    """Median seconds per step of a plain loop: ready batches, forward, loss, backward, clip, AdamW."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(0)
+    seconds = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        index = torch.randint(0, len(images), (batch_size,), generator=generator)
+        loss = F.cross_entropy(model(images[index]), labels[index], label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
+def run_trainer_benchmark(
+    model: str = "ViT-CIFAR-3M",
+    img_size: int = 32,
+    batch_size: int = 128,
+    overrides: dict | None = None,
+    pipelines: tuple[str, ...] = tuple(TRAINER_PIPELINES),
+    repeats: int = 5,
+    steps: int = 10,
+    warmup: int = 3,
+    workers: int = 2,
+) -> dict:
+    """Seconds per step of `vitlab.train` (each input pipeline) and of a bare loop, alternating, on the CPU.
+
+    Same model (the same initial weights), data (synthetic CIFAR-format images, normalised ready
+    tensors for the bare loop), batch, AdamW, clipping and label smoothing. Each round runs every
+    variant once; a ratio is the median over rounds of bare time / trainer time (1.0: no overhead).
+    """
+    import copy
+    import tempfile
+
+    from vitlab.augment import uint8_cifar
+    from vitlab.data import build_datasets
+
+    overrides = dict(overrides or {})
+    unknown = sorted(set(pipelines) - set(TRAINER_PIPELINES))
+    if unknown:
+        raise ValueError(f"unknown pipeline(s) {unknown}; valid names: {', '.join(TRAINER_PIPELINES)}")
+    seconds = {name: [] for name in ("bare", *pipelines)}
+    with tempfile.TemporaryDirectory() as workdir:
+        cfg = trainer_config(model, img_size, batch_size, overrides, warmup + steps, workdir, num_workers=workers)
+        torch.manual_seed(0)
+        initial = create_model(model, num_classes=10, img_size=img_size, **overrides)
+        images, labels = uint8_cifar(build_datasets(cfg)[0])
+        ready = (images.float() / 255 - 0.5) / 0.5  # what the model sees without augmentation
+        for round_index in range(repeats):
+            seconds["bare"].append(
+                bare_loop_seconds_per_step(copy.deepcopy(initial), ready, labels, batch_size, steps, warmup, cfg)
+            )
+            for name in pipelines:
+                run_cfg = cfg.replace(name=f"{name}_{round_index}", **TRAINER_PIPELINES[name])
+                seconds[name].append(trainer_seconds_per_step(run_cfg, copy.deepcopy(initial), warmup))
+    result = {
+        "config": dict(
+            model=model,
+            img_size=img_size,
+            batch_size=batch_size,
+            overrides=overrides,
+            repeats=repeats,
+            steps=steps,
+            warmup=warmup,
+            workers=workers,
+        ),  # fmt: skip
+        "machine": machine_info(torch.device("cpu")),
+        "params": initial.get_num_params(),
+        "seconds_per_step": {name: statistics.median(values) for name, values in seconds.items()},
+        "speed_vs_bare": {name: median_ratio(seconds[name], seconds["bare"]) for name in pipelines},
+        "rounds": seconds,
+    }
+    return result
+
+
+def recipe_pipelines(batch_size: int, batches: int, workers: int, device) -> dict:
+    """Images/s of both recipes' input pipelines: PIL in DataLoader workers and on the device, at their sizes."""
+    data = np.random.default_rng(0).integers(0, 256, (max(batch_size * (batches + 1), 1024), 32, 32, 3), dtype=np.uint8)
+    out = {}
+    for recipe, augment, img_size in (("finetune", "finetune", 224), ("scratch", "strong", 32)):
+        pil = pil_images_per_sec(data, img_size, batch_size, batches, workers, augment)
+        on_device = device_images_per_sec(data, img_size, batch_size, batches, torch.device(device), augment)
+        out[recipe] = {"augment": augment, "img_size": img_size, "pil_workers": pil, "device": on_device}
+    return out
+
+
 # --- the report ----------------------------------------------------------------------------------
 def format_report(result: dict) -> str:
     """The printable table of `run_benchmark`'s result."""
@@ -429,11 +565,41 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def format_trainer_report(result: dict) -> str:
+    """The printable table of `run_trainer_benchmark`'s result."""
+    cfg, machine = result["config"], result["machine"]
+    lines = [
+        f"vitlab.train against a bare loop: {cfg['model']} {cfg['overrides'] or ''} at {cfg['img_size']}, "
+        f"batch {cfg['batch_size']}, {result['params']:,} parameters, cpu ({machine['cpu']}, "
+        f"{machine['torch_threads']} threads)",
+        f"median of {cfg['repeats']} alternating rounds x {cfg['steps']} steps (after {cfg['warmup']}); "
+        f"PIL pipelines in {cfg['workers']} DataLoader workers",
+        "",
+        f"{'variant':<16} {'ms/step':>9} {'images/s':>9} {'speed vs bare loop':>19}",
+    ]
+    for name, seconds in result["seconds_per_step"].items():
+        ratio = f"{result['speed_vs_bare'][name]:.3f}" if name in result["speed_vs_bare"] else "1"
+        lines.append(f"{name:<16} {1000 * seconds:>9.1f} {cfg['batch_size'] / seconds:>9.0f} {ratio:>19}")
+    if "pipelines" in result:
+        lines += ["", "input pipelines alone, images/s:"]
+        for recipe, r in result["pipelines"].items():
+            lines.append(
+                f"{recipe:<9} ({r['augment']}, 32 -> {r['img_size']}): PIL {r['pil_workers']:.0f}, "
+                f"device {r['device']:.0f} ({r['device'] / r['pil_workers']:.1f}x)"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m vitlab.bench")
-    parser.add_argument("--model", default="ViT-S_16", help="a preset or alias (see vitlab.list_models())")
-    parser.add_argument("--img_size", type=int, default=224)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--model", default=None, help="a preset or alias (default ViT-S_16; --trainer: ViT-CIFAR-3M)")
+    parser.add_argument("--img_size", type=int, default=None, help="default 224; --trainer: 32")
+    parser.add_argument("--batch_size", type=int, default=None, help="default 32; --trainer: 128")
+    parser.add_argument(
+        "--trainer", action="store_true",
+        help="time vitlab.train's steps (device and PIL input pipelines) against a bare loop, on the CPU",
+    )  # fmt: skip
+    parser.add_argument("--overrides", type=json.loads, default=None, help="--trainer: ModelConfig fields, JSON")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast to bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -450,8 +616,22 @@ def main(argv: list[str] | None = None) -> dict:
     threads, json_path = args.pop("threads"), args.pop("json")
     if threads:
         torch.set_num_threads(threads)
-    result = run_benchmark(**args)
-    print(format_report(result))
+    trainer, overrides = args.pop("trainer"), args.pop("overrides")
+    defaults = (
+        dict(model="ViT-CIFAR-3M", img_size=32, batch_size=128)
+        if trainer
+        else dict(model="ViT-S_16", img_size=224, batch_size=32)
+    )
+    args.update({k: v for k, v in defaults.items() if args[k] is None})
+    if trainer:
+        keep = ("model", "img_size", "batch_size", "repeats", "steps", "warmup", "workers")
+        result = run_trainer_benchmark(overrides=overrides, **{k: args[k] for k in keep})
+        if args["data"]:
+            result["pipelines"] = recipe_pipelines(args["batch_size"], args["data_batches"], args["workers"], "cpu")
+        print(format_trainer_report(result))
+    else:
+        result = run_benchmark(**args)
+        print(format_report(result))
     if json_path:
         write_json(result, json_path)
     return result
