@@ -267,8 +267,21 @@ def test_training_with_device_augment_learns(tmp_path, synthetic_cifar, one_thre
     print(f"\ndevice_augment: losses {losses[0]:.3f} -> {losses[-1]:.3f}, val {result['best_val_accuracy']:.3f}")
     assert losses[-1] < 0.5 * losses[0], losses
     assert result["best_val_accuracy"] > 0.7  # ten classes: chance is 0.1
-    with pytest.raises(ValueError, match="set augment='finetune' or device_augment=False"):
-        train(cfg.replace(name="strong", augment="strong"))
+
+
+def test_scratch_recipe_augments_on_the_device_the_same_however_a_step_is_split(tmp_path, synthetic_cifar, one_thread):
+    # The scratch experiment augments on the device by default; one pass of 32 images per step and
+    # two accumulation passes of 16 see the same augmented images, so they give the same losses.
+    from vitlab.configs import get_experiment
+    from vitlab.train import train
+
+    assert get_experiment("scratch").device_augment and get_experiment("scratch").augment == "strong"
+    cfg = _train_cfg(
+        tmp_path, synthetic_cifar, augment="strong", device_augment=True, num_steps=4, warmup_steps=1, log_every=1
+    )
+    whole = train(cfg.replace(name="whole"))
+    split = train(cfg.replace(name="split", gradient_accumulation_steps=2))
+    assert [h["loss"] for h in split["history"]] == pytest.approx([h["loss"] for h in whole["history"]], rel=1e-5)
 
 
 # --- the from-scratch recipe: padded crop, flip, TrivialAugmentWide per image ----------------------

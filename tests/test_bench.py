@@ -184,3 +184,24 @@ def test_report_shows_gpu_figures(tiny_result):
         )  # fmt: skip
     report = format_report(result)
     assert "MFU 30.3% / n/a" in report and "peak memory 1.50 / 1.60 GiB" in report
+
+
+@pytest.mark.slow  # three short training runs and the input pipelines: ~15 s on a quiet 2-core machine
+def test_trainer_benchmark_times_the_trainer_against_a_bare_loop():
+    from vitlab.bench import format_trainer_report, recipe_pipelines, run_trainer_benchmark
+
+    result = run_trainer_benchmark(
+        model="ViT-Test", batch_size=8, pipelines=("device_strong",), repeats=2, steps=2, warmup=1, workers=0
+    )
+    rounds = result["rounds"]
+    assert len(rounds["bare"]) == len(rounds["device_strong"]) == 2
+    assert all(0 < s < math.inf for values in rounds.values() for s in values)
+    ratios = [bare / trainer for bare, trainer in zip(rounds["bare"], rounds["device_strong"])]
+    assert result["speed_vs_bare"]["device_strong"] == pytest.approx(sum(ratios) / 2, rel=1e-9)  # median of two
+    result["pipelines"] = recipe_pipelines(batch_size=4, batches=1, workers=0, device="cpu")
+    assert set(result["pipelines"]) == {"finetune", "scratch"}
+    assert all(r["pil_workers"] > 0 and r["device"] > 0 for r in result["pipelines"].values())
+    report = format_trainer_report(result)
+    assert "device_strong" in report and "speed vs bare loop" in report and "scratch" in report
+    with pytest.raises(ValueError, match="unknown pipeline"):
+        run_trainer_benchmark(pipelines=("gpu",))

@@ -211,7 +211,7 @@ class VITConfig:
     cutmix_alpha: float = 0.0  # CutMix on training batches; with Mixup too, each batch gets one of the two (DeiT: 1.0)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields changed from the preset
     compile: bool = False  # wrap the model in torch.compile (faster on GPU after a slow first step)
-    device_augment: bool = False  # CIFAR as uint8 on the device, "finetune"/"none" augmentation there (no PIL)
+    device_augment: bool = False  # CIFAR as uint8 on the device, augmented there in batches (no PIL workers)
     resume: str | None = None  # checkpoint to continue from, or "last" for save_dir/<run name>/last.pt
     log_every: int = 50  # log training scalars every so many steps (the only steps that sync with the GPU)
     progress: bool = True  # show a tqdm progress bar
@@ -393,7 +393,10 @@ EXPERIMENTS: dict[str, dict] = {
         max_grad_norm=1.0,
         label_smoothing=0.1,
         augment="strong",
-        num_workers=8,
+        # Crop, flip and TrivialAugmentWide per image, in batches on the device (vitlab.augment): the
+        # same augmentation as the PIL transforms, which cap a GPU run at a few thousand images/s.
+        device_augment=True,
+        num_workers=8,  # for device_augment=False
     ),
     # ViT-B/32 from scratch on ImageNet-1k at 224 (train/ and val/ folders of class folders in data_dir), the
     # DeiT / AugReg-style recipe of MindCV's vit_b32_224_ascend.yaml, which reports 75.86% top-1 / 92.08% top-5

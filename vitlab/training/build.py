@@ -48,10 +48,11 @@ def check_config(cfg: VITConfig, world_size: int = 1) -> int:
             "never decays; set --warmup_steps below --num_steps (Google's recipe: 500 of 10,000)",
             stacklevel=2,
         )
-    if cfg.device_augment and cfg.augment not in ("finetune", "none"):
+    if cfg.device_augment and cfg.augment not in ("finetune", "strong", "basic", "none"):
         raise ValueError(
-            f"device_augment does the 'finetune' augmentation (crop area 0.05-1, flip) or 'none' (resize), "
-            f"not {cfg.augment!r}: set augment='finetune' or device_augment=False"
+            f"device_augment does 'finetune' (crop area 0.05-1, flip), 'strong' (padded crop, flip, "
+            f"TrivialAugmentWide), 'basic' (padded crop, flip) or 'none' (resize), not {cfg.augment!r}: "
+            "choose one of those or set device_augment=False"
         )
     if cfg.device_augment and cfg.dataset == "folder":
         raise ValueError(
