@@ -8,7 +8,6 @@ seeded permutation and uses the test transforms; the test set is only for the fi
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import pickle
@@ -16,14 +15,11 @@ import re
 import urllib.error
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-
-if TYPE_CHECKING:  # torchvision is imported where it is used: its import takes a second (it loads torch._dynamo)
-    from torchvision import datasets, transforms
+from torchvision import datasets, transforms
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig, get_model_config
 from vitlab.weights.files import atomic_write
@@ -33,8 +29,8 @@ SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written beside synthetic batches so they a
 MEAN = STD = (0.5, 0.5, 0.5)  # scales [0, 1] to [-1, 1], the input range of Google's checkpoints
 
 _ARCHIVES = {
-    "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py", "CIFAR10"),  # torchvision.datasets class
-    "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python", "CIFAR100"),
+    "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py", datasets.CIFAR10),
+    "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python", datasets.CIFAR100),
 }
 
 
@@ -51,8 +47,6 @@ def build_transforms(
     """PIL image -> (tensor - mean) / std at `img_size` ([-1, 1] by default); `train=False`: resize only."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
-    from torchvision import transforms
-
     to_tensor = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     resize = [transforms.Resize((img_size, img_size))] if img_size != 32 else []
     if not train or augment == "none":
@@ -128,30 +122,22 @@ def split_indices(num_samples: int, val_fraction: float, seed: int) -> tuple[lis
 
 
 # --- CIFAR through torchvision --------------------------------------------------------------------
-@functools.cache
-def _synthetic_cifar10() -> type:
+class _SyntheticCIFAR10(datasets.CIFAR10):
     """torchvision's CIFAR-10 reader without the checksums of the real files (synthetic batches)."""
-    from torchvision import datasets
 
-    class SyntheticCIFAR10(datasets.CIFAR10):
-        train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
-        test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
-        meta = {**datasets.CIFAR10.meta, "md5": None}
-
-    return SyntheticCIFAR10
+    train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
+    meta = {**datasets.CIFAR10.meta, "md5": None}
 
 
 def load_cifar(name: str, root: str | os.PathLike, train: bool, download: bool = True) -> datasets.CIFAR10:
     """torchvision's CIFAR-10 or CIFAR-100 split from `root` (downloaded when missing), images as PIL."""
     if name not in _ARCHIVES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
-    from torchvision import datasets
-
-    archive, folder, reader_name = _ARCHIVES[name]
-    reader = getattr(datasets, reader_name)
+    archive, folder, reader = _ARCHIVES[name]
     root = Path(root)
     if (root / folder / SYNTHETIC_MARKER).is_file():
-        return _synthetic_cifar10()(root, train=train, download=False)
+        return _SyntheticCIFAR10(root, train=train, download=False)
     try:
         return reader(root, train=train, download=download)
     except (urllib.error.URLError, OSError, RuntimeError) as error:

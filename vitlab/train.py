@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vitlab.configs import VITConfig, export_config
-from vitlab.data import SYNTHETIC_MARKER, build_batch_mix, image_normalization, num_classes
 from vitlab.evaluate import autocast_context, evaluate
 from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
 from vitlab.training.build import (
@@ -98,6 +97,8 @@ def interactive_output() -> bool:
 
 def on_synthetic_data(cfg: VITConfig) -> bool:
     """Whether the run trains on synthetic images (dataset "synthetic", or synthetic files in data_dir)."""
+    from vitlab.data import SYNTHETIC_MARKER  # imported here: vitlab.data loads torchvision
+
     return cfg.dataset == "synthetic" or (Path(cfg.data_dir) / "cifar-10-batches-py" / SYNTHETIC_MARKER).is_file()
 
 
@@ -122,6 +123,8 @@ class _Run:
     """The state of one training run; `run()` is the loop."""
 
     def __init__(self, cfg: VITConfig, env: Distributed, train_set, val_set, test_set, model):
+        from vitlab.data import build_batch_mix, num_classes  # imported here: vitlab.data loads torchvision
+
         self.env, self.device = env, env.device
         self.micro = check_config(cfg, env.world_size)
         self.resume_state = None
@@ -175,6 +178,8 @@ class _Run:
         if self.writer is not None:
             log_hparams(self.writer, run_hparams(cfg, self.precision), cfg.run_name)
         if self.writer is not None and self.step == 0:
+            from vitlab.data import image_normalization
+
             mean, std = image_normalization(cfg)
             log_samples(self.writer, self.train_set, cfg.seed, mean=mean, std=std)
         if env.is_main:

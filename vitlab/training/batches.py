@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vitlab.augment import DeviceAugment, DeviceBatches, DeviceEvalTransform, DevicePadCropAugment, uint8_cifar
 from vitlab.configs import VITConfig
-from vitlab.data import image_normalization
 from vitlab.training.devices import Distributed
 
 
@@ -102,6 +101,8 @@ def build_device_batches(cfg: VITConfig, dataset: Dataset, micro: int, env: Dist
     sampler = StepSampler(
         len(labels), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
     )
+    from vitlab.data import image_normalization  # imported here: vitlab.data loads torchvision
+
     mean, std = image_normalization(cfg)  # the model's input normalisation, as for the PIL transforms
     if cfg.augment == "finetune":
         augment = DeviceAugment(cfg.img_size, mean=mean, std=std)

@@ -18,7 +18,6 @@ from vitlab.configs import (
     VITConfig,
     resolve_model_name,
 )
-from vitlab.data import build_datasets, image_normalization
 from vitlab.factory import create_model
 from vitlab.weights.download import known_checkpoint
 from vitlab.weights.load import load_pretrained
@@ -106,6 +105,8 @@ def follow_model_normalization(cfg: VITConfig, model: torch.nn.Module) -> VITCon
     if not hasattr(model_cfg, "image_mean"):
         return cfg
     wanted = (tuple(model_cfg.image_mean), tuple(model_cfg.image_std))
+    from vitlab.data import image_normalization  # imported here: vitlab.data loads torchvision
+
     if image_normalization(cfg) == wanted:
         return cfg
     print(f"inputs normalised as the model expects: mean {wanted[0]}, std {wanted[1]}")
@@ -131,6 +132,8 @@ def class_names_of(cfg: VITConfig, train_set: Dataset, model=None) -> list[str]:
 def build_data(cfg: VITConfig, train_set, val_set, test_set, model) -> tuple:
     """(train, val, test, class names): cfg.dataset's, built once for the inputs `cfg` describes, or the caller's."""
     if train_set is None:
+        from vitlab.data import build_datasets
+
         return build_datasets(cfg)
     return train_set, val_set, test_set, class_names_of(cfg, train_set, model)
 
