@@ -73,7 +73,7 @@ def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         run_benchmark(**TINY, precision="fp8")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        with pytest.raises(ValueError, match="no CUDA GPU"):
             run_benchmark(**TINY, device="cuda")
     with pytest.raises(ValueError, match="pre-logits"):
         timm_twin(create_model("ViT-Test", representation_size=16).cfg)

@@ -19,21 +19,23 @@ GPU's dense bf16 peak (`PEAK_TFLOPS`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitlab.configs import ModelConfig
+from vitlab import cli
+from vitlab.configs import ModelConfig, get_model_config
 from vitlab.evaluate import autocast_context
 from vitlab.factory import create_model
 from vitlab.weights.files import atomic_write
@@ -87,12 +89,19 @@ def peak_tflops(device_name: str) -> float | None:
 
 
 # --- the two models ------------------------------------------------------------------------------
-def timm_twin(cfg: ModelConfig) -> nn.Module:
-    """timm's VisionTransformer with the same architecture as a vitlab model built from `cfg`."""
-    from timm.models.vision_transformer import VisionTransformer as TimmViT
-
+def timm_twin_check(cfg: ModelConfig) -> None:
+    """The architectures `timm_twin` can copy: plain ViTs without a pre-logits layer."""
     if cfg.representation_size or getattr(cfg, "resnet_layers", None):
         raise ValueError("the timm twin is a plain ViT without pre-logits: benchmark a preset without them")
+
+
+def timm_twin(cfg: ModelConfig) -> nn.Module:
+    """timm's VisionTransformer with the same architecture as a vitlab model built from `cfg`."""
+    try:
+        from timm.models.vision_transformer import VisionTransformer as TimmViT
+    except ImportError:
+        raise ModuleNotFoundError("bench compares with timm, which is not installed: pip install timm") from None
+    timm_twin_check(cfg)
     return TimmViT(
         img_size=cfg.img_size,
         patch_size=cfg.patch_size,
@@ -262,9 +271,8 @@ def run_benchmark(
     """Measure vitlab against timm (training and inference images/s, fused vs manual attention)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
+    device = cli.check_device(str(device))
+    timm_twin_check(get_model_config(model, **({} if num_classes is None else {"num_classes": num_classes})))
     torch.manual_seed(0)
     ours = create_model(model, num_classes=num_classes, img_size=img_size).to(device)
     theirs = timm_twin(ours.cfg).to(device)
@@ -591,10 +599,10 @@ def format_trainer_report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m vitlab.bench")
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m vitlab.bench")
     parser.add_argument("--model", default=None, help="a preset or alias (default ViT-S_16; --trainer: ViT-CIFAR-3M)")
-    parser.add_argument("--img_size", type=int, default=None, help="default 224; --trainer: 32")
-    parser.add_argument("--batch_size", type=int, default=None, help="default 32; --trainer: 128")
+    parser.add_argument("--img_size", type=cli.at_least(1), default=None, help="default 224; --trainer: 32")
+    parser.add_argument("--batch_size", type=cli.at_least(1), default=None, help="default 32; --trainer: 128")
     parser.add_argument(
         "--trainer", action="store_true",
         help="time vitlab.train's steps (device and PIL input pipelines) against a bare loop, on the CPU",
@@ -603,17 +611,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast to bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds; figures are medians over them")
-    parser.add_argument("--steps", type=int, default=5, help="steps timed per round and variant")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    parser.add_argument("--repeats", type=cli.at_least(1), default=5, help="rounds; figures are medians over them")
+    parser.add_argument("--steps", type=cli.at_least(1), default=5, help="steps timed per round and variant")
+    parser.add_argument("--warmup", type=cli.at_least(0), default=2, help="untimed steps per variant first")
     parser.add_argument("--data", action="store_true", help="also time the PIL and the on-device data pipelines")
-    parser.add_argument("--data_batches", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the PIL pipeline")
-    parser.add_argument("--num_classes", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--data_batches", type=cli.at_least(1), default=10)
+    parser.add_argument("--workers", type=cli.at_least(0), default=2, help="DataLoader workers for the PIL pipeline")
+    parser.add_argument("--num_classes", type=cli.at_least(1), default=None, help="default: the preset's")
+    parser.add_argument("--threads", type=cli.at_least(1), default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the result dict to this JSON file")
     args = vars(parser.parse_args(argv))
     threads, json_path = args.pop("threads"), args.pop("json")
+    cli.check_device(args["device"])
+    if json_path and Path(json_path).is_dir():  # found out now, not after minutes of measuring
+        raise IsADirectoryError(f"--json {json_path} is a directory: give a file name such as {json_path}/bench.json")
     if threads:
         torch.set_num_threads(threads)
     trainer, overrides = args.pop("trainer"), args.pop("overrides")
@@ -644,4 +655,4 @@ def write_json(result: dict, path: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,17 @@ class ModelConfig:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (0.5, 0.5, 0.5) for both = Google's [-1, 1]
 
     def __post_init__(self):
+        check_types(self)
+        if self.resnet_layers is not None:
+            self.resnet_layers = tuple(self.resnet_layers)  # JSON gives a list
+        for name in ("img_size", "patch_size", "in_chans", "hidden_size", "num_layers", "num_heads", "mlp_dim"):
+            _check_range(self, name, low=1)
+        _check_range(self, "num_classes", low=0)
+        if self.representation_size is not None:
+            _check_range(self, "representation_size", low=1)
+        for name in ("dropout_rate", "attention_dropout_rate", "drop_path_rate"):
+            _check_range(self, name, low=0, high=1)
+        _check_choice(self, "classifier", CLASSIFIERS)
         # JSON round trips give lists; tuples of floats compare equal to the presets' values.
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
@@ -73,6 +85,62 @@ class ModelConfig:
         if unknown:
             raise TypeError(f"unknown ModelConfig field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
         return dataclasses.replace(self, **overrides)
+
+
+def check_types(config) -> None:
+    """Every field of dataclass `config` holds a value of its annotated type (ints may stand for floats).
+
+    A config read from JSON or a command line can carry "abc" for a number or 1 for a flag; this
+    catches it when the config is made, naming the field, instead of deep inside a run.
+    """
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        expected = _type_error(str(item.type), value)
+        if expected:
+            raise ConfigError(
+                f"{type(config).__name__}.{item.name} must be {expected}, got {value!r} ({type(value).__name__})"
+            )
+        if str(item.type).startswith("float") and isinstance(value, int):
+            setattr(config, item.name, float(value))
+
+
+def _type_error(annotation: str, value) -> str | None:
+    """What `value` should have been to match `annotation` (e.g. "int | None"), or None when it matches."""
+    if value is None and "None" in annotation:
+        return None
+    base = annotation.split("|")[0].split("[")[0].strip()
+    checks = {
+        "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+        "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+        "bool": ("true or false", lambda v: isinstance(v, bool)),
+        "str": ("a string", lambda v: isinstance(v, str)),
+        "dict": ("a dict (JSON object)", lambda v: isinstance(v, dict)),
+        "tuple": ("a sequence of values", lambda v: isinstance(v, (list, tuple))),
+    }
+    if base not in checks:
+        return None
+    description, matches = checks[base]
+    if matches(value):
+        return None
+    return description + (" or None" if "None" in annotation else "")
+
+
+class ConfigError(TypeError, ValueError):
+    """A config field with a value of the wrong type or out of range (both a TypeError and a ValueError)."""
+
+
+def _check_range(config, name: str, low: float | None = None, high: float | None = None) -> None:
+    """low <= value (< high when given), and finite: NaN compares false with everything."""
+    value = getattr(config, name)
+    bad = not math.isfinite(value) or (low is not None and value < low) or (high is not None and value >= high)
+    if bad:
+        bounds = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise ConfigError(f"{type(config).__name__}.{name} must be {bounds}, got {value!r}")
+
+
+def _check_choice(config, name: str, valid: tuple[str, ...]) -> None:
+    if getattr(config, name) not in valid:
+        raise ConfigError(f"unknown {name} {getattr(config, name)!r}; valid names: {', '.join(valid)}")
 
 
 def _imagenet(patch: int, width: int, depth: int, heads: int, mlp: int, **extra) -> ModelConfig:
@@ -103,7 +171,15 @@ PRESETS: dict[str, ModelConfig] = {
     # tokens (the CLS token is kept but unused) and the final LayerNorm on the pooled vector.
     # MAE trained and fine-tuned on ImageNet-normalised inputs, not Google's [-1, 1], with the exact GELU.
     "ViT-B_16-MAE": _imagenet(
-        16, 768, 12, 12, 3072, classifier="gap", fc_norm=True, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
+        16,
+        768,
+        12,
+        12,
+        3072,
+        classifier="gap",
+        fc_norm=True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
         gelu_approximate="none",
     ),
     # The hybrid: a ResNet-50 stem (its first three stages, the third with 9 units) makes a 14 x 14
@@ -216,6 +292,22 @@ class VITConfig:
     log_every: int = 50  # log training scalars every so many steps (the only steps that sync with the GPU)
     progress: bool = True  # show a tqdm progress bar
 
+    def __post_init__(self):
+        check_types(self)
+        for name in ("img_size", "train_batch_size", "eval_batch_size", "eval_every", "num_steps",
+                     "gradient_accumulation_steps", "log_every"):  # fmt: skip
+            _check_range(self, name, low=1)
+        for name in ("warmup_steps", "num_workers", "learning_rate", "weight_decay", "max_grad_norm"):
+            _check_range(self, name, low=0)
+        for name in ("label_smoothing", "momentum", "val_split"):
+            _check_range(self, name, low=0, high=1)
+        _check_range(self, "local_rank", low=-1)
+        for name, valid in (("decay_type", DECAY_TYPES), ("optimizer", OPTIMIZERS), ("precision", PRECISIONS),
+                            ("augment", AUGMENTATIONS)):  # fmt: skip
+            _check_choice(self, name, valid)
+        check_model_overrides(self.model_overrides, self.img_size)
+        check_run_name(self.run_name)
+
     @property
     def run_name(self) -> str:
         """The folder name of this run under log_dir and save_dir: `name`, or what the run is and when it started.
@@ -240,6 +332,8 @@ class VITConfig:
     @classmethod
     def from_dict(cls, values: dict) -> VITConfig:
         """Build from a dict of fields; unknown names are an error that lists the valid ones."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a VITConfig is a dict of fields, got {type(values).__name__}")
         _check_fields(values)
         return cls(**values)
 
@@ -256,13 +350,50 @@ class VITConfig:
     @classmethod
     def from_json(cls, path_or_text: str | os.PathLike) -> VITConfig:
         """Load a config saved by `to_json` (a file path or the JSON text itself)."""
-        text = str(path_or_text)
+        text, source = str(path_or_text), "config JSON"
         if not text.lstrip().startswith("{"):
             path = Path(text)
+            if path.is_dir():
+                raise IsADirectoryError(f"config file {path} is a directory: give a config.json file")
             if not path.is_file():
                 raise FileNotFoundError(f"config file {path} does not exist")
-            text = path.read_text()
-        return cls.from_dict(json.loads(text))
+            text, source = path.read_bytes(), f"config file {path}"
+        try:
+            values = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{source} is not valid JSON ({error})") from None
+        try:
+            return cls.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one folder under save_dir and log_dir: no path separators, not "." or ".."."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ConfigError(
+            f"run name {name!r} is not a plain folder name: use letters, digits, '-', '_' or '.', without '/' "
+            "(the run is saved under save_dir/<name>/ and log_dir/<name>/)"
+        )
+
+
+def check_model_overrides(overrides: dict, img_size: int | None = None) -> None:
+    """`overrides` names ModelConfig fields with values of their types; img_size is VITConfig's to set."""
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown ModelConfig field(s) {unknown} in model_overrides; valid fields: {', '.join(sorted(fields))}"
+        )
+    for name, value in overrides.items():
+        expected = _type_error(str(fields[name].type), value)
+        if expected:
+            raise ConfigError(f"model_overrides.{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if img_size is not None and overrides.get("img_size", img_size) != img_size:
+        raise ConfigError(
+            f"model_overrides.img_size {overrides['img_size']} differs from img_size {img_size}: "
+            "set the resolution with img_size (--img_size) only"
+        )
 
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -343,7 +474,7 @@ def _check_fields(values: dict) -> None:
     valid = {f.name for f in dataclasses.fields(VITConfig)}
     unknown = sorted(set(values) - valid)
     if unknown:
-        raise TypeError(f"unknown VITConfig field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
+        raise ConfigError(f"unknown VITConfig field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
 
 
 EXPERIMENTS: dict[str, dict] = {

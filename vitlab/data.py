@@ -136,11 +136,24 @@ def load_cifar(name: str, root: str | os.PathLike, train: bool, download: bool =
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
     archive, folder, reader = _ARCHIVES[name]
     root = Path(root)
-    if (root / folder / SYNTHETIC_MARKER).is_file():
-        return _SyntheticCIFAR10(root, train=train, download=False)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"data_dir {root} is a file, not a folder: give the folder that holds {folder}/")
     try:
+        if (root / folder / SYNTHETIC_MARKER).is_file():
+            return _SyntheticCIFAR10(root, train=train, download=False)
         return reader(root, train=train, download=download)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, IndexError) as error:
+        # The files are there but hold something else (a partial copy, a damaged disk).
+        raise ValueError(
+            f"{name} files in {root / folder} are damaged ({type(error).__name__}: {error}): delete that folder "
+            f"to download them again, or extract {archive} there anew"
+        ) from None
     except (urllib.error.URLError, OSError, RuntimeError) as error:
+        if (root / folder).is_dir() and any((root / folder).iterdir()):
+            raise ValueError(
+                f"{name} files in {root / folder} are incomplete or damaged ({type(error).__name__}: {error}): "
+                f"delete that folder to download them again, or extract {archive} there anew"
+            ) from None
         url = reader.url
         raise FileNotFoundError(
             f"{name} is not in {root} and could not be downloaded ({type(error).__name__}: {error}). "

@@ -7,7 +7,6 @@ python -m vitlab.evaluate --checkpoint Pretrained/vit_b_32-d86f8d99.pth --model_
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from vitlab import cli
 from vitlab.configs import DATASET_NAMES, VITConfig
 
 
@@ -71,7 +71,7 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> dict:
     """Command line: evaluate a run checkpoint or published weights on a dataset's test split or an image folder."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m vitlab.evaluate",
         description=__doc__.splitlines()[0],
         epilog="Image folders: DIR/test, else DIR/val, else DIR itself, one folder per class, matched to the "
@@ -88,15 +88,18 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--data_dir", help="CIFAR's folder or the image folder (default: the run's)")
     parser.add_argument(
-        "--img_size", type=int, help="default: the model's img_size; another size resizes the position embeddings"
+        "--img_size",
+        type=cli.at_least(1),
+        help="default: the model's img_size; another size resizes the position embeddings",
     )
     parser.add_argument(
         "--crop_pct", type=float, help="image folders: centre crop of the resized image (default: the run's; 0.875)"
     )
     parser.add_argument("--labels", help="text file of the model's class names, one per line")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=cli.at_least(1), default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    device = cli.check_device(args.device)
 
     model, class_names, cfg, step = _load(args)
     if cfg.img_size != model.cfg.img_size:
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         test_set, _ = build_test_set(cfg)
         where = f"{cfg.dataset} test split, {len(test_set)} images"
-    metrics = evaluate(model, test_set, batch_size=args.batch_size, device=args.device)
+    metrics = evaluate(model, test_set, batch_size=args.batch_size, device=device)
     print(f"checkpoint {args.checkpoint}" + (f" (step {step})" if step is not None else "") + f" on {where}")
     print(f"top-1 {100 * metrics['top1']:.2f}%  top-5 {100 * metrics['top5']:.2f}%  loss {metrics['loss']:.4f}")
     return metrics
@@ -147,8 +150,4 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)  # bad input: the message says what is wrong and what to do
-        sys.exit(1)
+    sys.exit(cli.run(main))

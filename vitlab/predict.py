@@ -13,7 +13,6 @@ or are class indices otherwise. Folders are searched for images.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vitlab import cli
 from vitlab.model import VisionTransformer
 
 
@@ -40,10 +40,7 @@ def load_image(
     model's `cfg.image_mean` / `cfg.image_std` (as `predict` does) for weights trained otherwise.
     """
     if isinstance(image, (str, os.PathLike)):
-        if not Path(image).is_file():
-            raise FileNotFoundError(f"image {image} does not exist")
-        with Image.open(image) as opened:
-            image = opened.convert("RGB")
+        image = _read_image(Path(image))
     if isinstance(image, Image.Image):
         image = image.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, H, W)
@@ -55,6 +52,24 @@ def load_image(
     if pixels.shape[1:] != (img_size, img_size):
         pixels = F.interpolate(pixels[None], size=(img_size, img_size), mode="bilinear", antialias=True)[0]
     return _normalize(pixels, mean, std)
+
+
+def _read_image(path: Path) -> Image.Image:
+    """The RGB pixels of the image file at `path`; a file that is not a whole image is a clear error."""
+    if path.is_dir():
+        raise IsADirectoryError(f"image {path} is a directory: give image files (e.g. {path}/*.jpg)")
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")  # decodes every pixel: a truncated file fails here
+    except Image.DecompressionBombError as error:  # PIL refuses images far beyond any photo's size
+        raise ValueError(f"image {path} is refused: {error}") from None
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for files that are not images it reads
+        reason = "empty file" if path.stat().st_size == 0 else " ".join(str(error).split())
+        raise ValueError(
+            f"image {path} cannot be read ({reason}): give a PNG, JPEG or another format PIL reads"
+        ) from None
 
 
 def _normalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -76,6 +91,8 @@ def predict(
     The image is normalised with the model's `cfg.image_mean` and `cfg.image_std`.
     Labels are `class_names[i]` when given, else the class index as a string.
     """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     parameter = next(model.parameters())
     cfg = model.cfg
     x = load_image(image, cfg.img_size, cfg.image_mean, cfg.image_std)[None]  # (1, 3, S, S)
@@ -97,8 +114,15 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     """Class names from a text file, one per line (e.g. ImageNet's `ilsvrc2012_wordnet_lemmas.txt`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"label file {path} does not exist: give a text file with one class name per line")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"label file {path} {what}: give a text file with one class name per line")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"label file {path} is not UTF-8 text: give a text file with one class name per line"
+        ) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def model_from_npz(
@@ -194,26 +218,29 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitlab.predict", description=__doc__.splitlines()[0])
+    """Command line: print the top-k classes of each image; returns the exit status (1: bad input)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = cli.ArgumentParser(prog="python -m vitlab.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files (any format PIL reads) or folders of them")
     parser.add_argument("--model_type", default="ViT-B_16", help="preset name (see vitlab.list_models())")
     parser.add_argument(
         "--checkpoint", required=True, help="a vitlab run checkpoint (.pt), Google's .npz or a state dict (.pth, ...)"
     )
-    parser.add_argument("--top_k", type=int, default=3, help="how many classes to show per image")
+    parser.add_argument("--top_k", type=cli.at_least(1), default=3, help="how many classes to show per image")
     parser.add_argument("--labels", help="text file of class names, one per line (1000 classes: ImageNet-1k's)")
-    parser.add_argument("--num_classes", type=int, help="weights only: classes of the head (default: the file's)")
-    parser.add_argument("--img_size", type=int, help="weights only: input size (default: the file's grid)")
+    parser.add_argument(
+        "--num_classes", type=cli.at_least(1), help="weights only: classes of the head (default: the file's)"
+    )
+    parser.add_argument("--img_size", type=cli.at_least(1), help="weights only: input size (default: the file's grid)")
     args = parser.parse_args(argv)
-    try:
-        model, class_names = _load(args)
-        for image in image_files(args.images):
-            print(image)
-            for rank, (label, probability) in enumerate(predict(model, image, args.top_k, class_names), start=1):
-                print(f"  {rank}. {label:<30} {100 * probability:6.2f}%")
-    except (FileNotFoundError, ValueError, ConnectionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    model, class_names = _load(args)
+    for image in image_files(args.images):
+        print(image)
+        for rank, (label, probability) in enumerate(predict(model, image, args.top_k, class_names), start=1):
+            print(f"  {rank}. {label:<30} {100 * probability:6.2f}%")
     return 0
 
 

@@ -1,0 +1,212 @@
+"""Bad input ends every command with one `error:` line (exit 1 or 2, no traceback), and the API refuses it.
+
+The table runs each command's `main` in this process through `vitlab.cli.run`, exactly what
+`python -m vitlab.<command>` does (a few real processes at the end check that wiring).
+"""
+
+import importlib
+import os
+import runpy
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from vitlab import cli
+from vitlab.configs import ModelConfig, VITConfig, get_experiment
+from vitlab.factory import create_model
+
+
+class _Evil:  # a pickle that would run a command when loaded without weights_only
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Good and bad inputs side by side: images, checkpoints, folders and files where folders belong."""
+    work = tmp_path_factory.mktemp("bad_input")
+    (work / "afile.txt").write_text("hello\n")
+    (work / "adir").mkdir()
+    Image.new("RGB", (40, 40), "red").save(work / "ok.png")
+    (work / "notimage.png").write_text("not an image")
+    (work / "empty.png").write_bytes(b"")
+    (work / "truncated.png").write_bytes((work / "ok.png").read_bytes()[:60])
+    Image.new("1", (20000, 20000)).save(work / "bomb.png")  # 4e8 pixels, 50 kB on disk
+    torch.manual_seed(0)
+    model = create_model("ViT-Test", num_classes=10)
+    model_config = dict(vars(model.cfg))
+    config = get_experiment("smoke").to_dict()
+    torch.save({"model": model.state_dict(), "model_config": model_config, "config": config,
+                "class_names": [str(i) for i in range(10)], "step": 1}, work / "good.pt")  # fmt: skip
+    torch.save({"model": _Evil()}, work / "evil.pt")
+    (work / "html.pt").write_text("<html><body>Not Found</body></html>")
+    return work
+
+
+def _run(module: str, argv: list[str], capsys) -> tuple[int, str]:
+    """`python -m vitlab.<module> argv` in this process: (exit status, stderr)."""
+    main = importlib.import_module(f"vitlab.{module}").main
+    try:
+        code = cli.run(main, [str(a) for a in argv])
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+BAD_INPUT = [
+    # (command, arguments, exit status, words the message must hold); {w} is the folder of `files`
+    ("evaluate", [], 2, "required: --checkpoint"),
+    ("evaluate", ["--checkpoint", "{w}/good.pt", "--batch_size", "0"], 2, "--batch_size: must be at least 1, got 0"),
+    ("evaluate", ["--checkpoint", "{w}/good.pt", "--img_size", "0"], 2, "--img_size: must be at least 1"),
+    ("evaluate", ["--checkpoint", "{w}/good.pt", "--img_size", "x"], 2, "expected an integer, got 'x'"),
+    ("evaluate", ["--checkpoint", "{w}/good.pt", "--device", "tpu"], 1, "unknown device 'tpu'"),
+    ("evaluate", ["--checkpoint", "{w}/good.pt", "--dataset", "cifar10", "--data_dir", "{w}/afile.txt"], 1,
+     "afile.txt is a file, not a folder"),
+    ("predict", ["{w}/notimage.png", "--checkpoint", "{w}/good.pt"], 1, "notimage.png cannot be read"),
+    ("predict", ["{w}/empty.png", "--checkpoint", "{w}/good.pt"], 1, "empty.png cannot be read (empty file)"),
+    ("predict", ["{w}/truncated.png", "--checkpoint", "{w}/good.pt"], 1, "truncated.png cannot be read"),
+    ("predict", ["{w}/bomb.png", "--checkpoint", "{w}/good.pt"], 1, "bomb.png is refused"),
+    ("predict", ["{w}/adir", "--checkpoint", "{w}/good.pt"], 1, "adir is a directory"),
+    ("predict", ["{w}/nope.png", "--checkpoint", "{w}/good.pt"], 1, "nope.png does not exist"),
+    ("predict", ["{w}/ok.png", "--checkpoint", "{w}/good.pt", "--top_k", "0"], 2, "--top_k: must be at least 1"),
+    ("predict", ["{w}/ok.png", "--checkpoint", "{w}/good.pt", "--labels", "{w}/adir"], 1,
+     "label file {w}/adir is a directory"),
+    ("predict", ["{w}/ok.png", "--checkpoint", "{w}/good.pt", "--labels", "{w}/notimage.png"], 1,
+     "1 class names for a model with 10 classes"),
+    ("predict", ["{w}/ok.png"], 2, "required: --checkpoint"),
+    ("bench", ["--model", "nope"], 1, "unknown model 'nope'; valid names: ViT-Ti_16"),
+    ("bench", ["--batch_size", "0"], 2, "--batch_size: must be at least 1"),
+    ("bench", ["--model", "ViT-Test", "--img_size", "30"], 1, "img_size 30 is not divisible by patch_size 8"),
+    ("bench", ["--model", "ViT-Test", "--img_size", "32", "--device", "cuda:99"], 1, "cuda:99"),
+    ("bench", ["--model", "ViT-Test", "--img_size", "32", "--repeats", "0"], 2, "--repeats: must be at least 1"),
+    ("bench", ["--model", "ViT-Test", "--img_size", "32", "--json", "{w}/adir"], 1, "adir is a directory"),
+    ("bench", ["--model", "R50-ViT-B_16"], 1, "the timm twin is a plain ViT"),
+    ("bench", ["--precision", "fp64"], 2, "argument --precision: invalid choice: 'fp64'"),
+    ("bench", ["--steps", "-3"], 2, "--steps: must be at least 1, got -3"),
+    ("factory", ["--bogus"], 2, "unrecognized arguments: --bogus"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("module, argv, status, message", BAD_INPUT)
+def test_bad_input_ends_with_one_error_line(files, capsys, module, argv, status, message):
+    code, err = _run(module, [a.format(w=files) for a in argv], capsys)
+    assert code == status, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message.format(w=files) in lines[0]
+    assert "weights_only" not in err
+
+
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules")  # runpy runs an imported module again
+@pytest.mark.parametrize("module", ["evaluate", "predict", "bench", "factory"])
+def test_every_command_line_runs_its_main_through_cli_run(tmp_path, monkeypatch, capsys, module):
+    """`python -m vitlab.<module> --no_such_flag`, its `__main__` block run here (runpy) to save a process start."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [module, "--no_such_flag"])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_module(f"vitlab.{module}", run_name="__main__")
+    assert exit.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and line.endswith(f"(see python -m vitlab.{module} --help)")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+# --- the Python API --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"img_size": 0}, "VITConfig.img_size must be >= 1, got 0"),
+        ({"label_smoothing": 2}, r"VITConfig.label_smoothing must be in [0, 1), got 2.0"),
+        ({"max_grad_norm": float("nan")}, "VITConfig.max_grad_norm must be >= 0, got nan"),
+        ({"learning_rate": float("inf")}, "VITConfig.learning_rate must be >= 0, got inf"),
+        ({"num_steps": "abc"}, "VITConfig.num_steps must be an integer, got 'abc' (str)"),
+        ({"num_steps": 10.0}, "VITConfig.num_steps must be an integer, got 10.0 (float)"),
+        ({"TB_log": 1}, "VITConfig.TB_log must be true or false, got 1 (int)"),
+        ({"pretrained_dir": 3}, "VITConfig.pretrained_dir must be a string or None, got 3 (int)"),
+        ({"model_overrides": [1]}, "VITConfig.model_overrides must be a dict (JSON object), got [1] (list)"),
+        ({"model_overrides": {"num_layerz": 1}}, "unknown ModelConfig field(s) ['num_layerz'] in model_overrides"),
+        ({"model_overrides": {"num_layers": "2"}}, "model_overrides.num_layers must be an integer, got '2' (str)"),
+        ({"model_overrides": {"img_size": 64}}, "model_overrides.img_size 64 differs from img_size 224"),
+        ({"optimizer": "adam"}, "unknown optimizer 'adam'; valid names: sgd, adamw"),
+        ({"val_split": 1.0}, "VITConfig.val_split must be in [0, 1), got 1.0"),
+        ({"warmup_steps": -1}, "VITConfig.warmup_steps must be >= 0, got -1"),
+        ({"name": "../../x"}, "run name '../../x' is not a plain folder name"),
+        ({"name": "runs/a"}, "run name 'runs/a' is not a plain folder name"),
+    ],
+)
+def test_vitconfig_checks_types_and_ranges(fields, message):
+    for make in (
+        lambda: VITConfig(**fields),
+        lambda: VITConfig.from_dict(fields),
+        lambda: VITConfig().replace(**fields),
+    ):
+        with pytest.raises((TypeError, ValueError)) as raised:
+            make()
+        assert message in str(raised.value)
+    # numbers that are whole are fine where a float is expected; they become floats
+    assert VITConfig(learning_rate=1).learning_rate == 1.0 and isinstance(
+        VITConfig(learning_rate=1).learning_rate, float
+    )
+
+
+def test_config_json_errors_name_the_file(tmp_path):
+    cases = {
+        "broken.json": ("{not json", "broken.json is not valid JSON (Expecting property name"),
+        "list.json": ("[1, 2]", "list.json: a VITConfig is a dict of fields, got list"),
+        "typo.json": ('{"learning_rte": 0.1}', "typo.json: unknown VITConfig field(s) ['learning_rte']"),
+        "type.json": ('{"num_steps": "abc"}', "type.json: VITConfig.num_steps must be an integer, got 'abc'"),
+        "binary.json": (b"\xff\xfe\x00", "binary.json is not valid JSON"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(ValueError) as raised:
+            VITConfig.from_json(path)
+        assert message in str(raised.value)
+    with pytest.raises(IsADirectoryError, match="is a directory: give a config.json file"):
+        VITConfig.from_json(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_classes": -1}, "ModelConfig.num_classes must be >= 0, got -1"),
+        ({"img_size": 0}, "ModelConfig.img_size must be >= 1, got 0"),
+        ({"patch_size": 0}, "ModelConfig.patch_size must be >= 1, got 0"),
+        ({"patch_size": -16}, "ModelConfig.patch_size must be >= 1, got -16"),
+        ({"num_layers": 2.5}, "ModelConfig.num_layers must be an integer, got 2.5"),
+        ({"classifier": "cls"}, "unknown classifier 'cls'; valid names: token, gap"),
+        ({"dropout_rate": 1.5}, "ModelConfig.dropout_rate must be in [0, 1), got 1.5"),
+        ({"img_size": 30}, "img_size 30 is not divisible by patch_size 8"),
+        ({"num_heads": 3}, "hidden_size 32 is not divisible by num_heads 3"),
+        ({"hidden_sise": 3}, "unknown ModelConfig field(s) ['hidden_sise']"),
+    ],
+)
+def test_create_model_refuses_bad_arguments(overrides, message):
+    with pytest.raises((TypeError, ValueError)) as raised:
+        create_model("ViT-Test", **overrides)
+    assert message in str(raised.value)
+
+
+def test_model_config_accepts_json_lists():
+    assert ModelConfig(resnet_layers=[3, 4, 9]).resnet_layers == (3, 4, 9)
+
+
+def test_damaged_cifar_files_are_reported_as_damaged(tmp_path):
+    from vitlab.data import load_cifar, write_synthetic_cifar
+
+    write_synthetic_cifar(tmp_path, num_train=20, num_test=10, seed=0)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"cifar10 files in .*cifar-10-batches-py are damaged .*delete that folder"):
+        load_cifar("cifar10", tmp_path, train=True, download=False)
+
+
+def test_predict_refuses_top_k_below_one():
+    from vitlab.predict import predict
+
+    model = create_model("ViT-Test", num_classes=10)
+    with pytest.raises(ValueError, match="top_k must be a positive integer, got 0"):
+        predict(model, torch.zeros(3, 32, 32), top_k=0)
+    assert len(predict(model, torch.zeros(3, 32, 32), top_k=20)) == 10  # more than there are classes: all of them

@@ -1,0 +1,78 @@
+"""What every `python -m vitlab.<command>` shares: a mistake ends the command with one `error:` line.
+
+A usage mistake (an unknown flag, a value of the wrong type) exits with status 2, any other bad input
+(a missing file, a value out of range, no network) with status 1, Ctrl-C with 130; none prints a
+traceback. Errors that are not the user's (bugs) still show theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+# What bad input raises: files that are missing, unreadable or not what they should be (OSError,
+# which includes ConnectionError), values out of range or of the wrong kind (ValueError, TypeError),
+# an optional package that is not installed (ImportError, whose message says what to install).
+USER_ERRORS = (OSError, ValueError, TypeError, ImportError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with its error as one line: `error: <what> (see <prog> --help)`."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def check_device(spec: str):
+    """The torch device named by `spec` ("cpu", "cuda", "cuda:1", ...); one that is not there is a ValueError."""
+    import torch
+
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"unknown device {spec!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} was asked for but no CUDA GPU is visible: use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def at_least(low: int):
+    """An argparse type: an integer >= `low`, e.g. `type=at_least(1)` for a batch size."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def describe(error: BaseException) -> str:
+    """An exception as one line of text: its message, or its kind and file for a bare OSError."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None and str(error).startswith("["):
+        text = f"{error.strerror}: {error.filename}"  # "[Errno 28] No space ..." -> "No space left on device: path"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
+    """Call `main(argv)`; bad input becomes `error: ...` on stderr and the exit status (see the module)."""
+    try:
+        result = main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        print(f"error: {describe(error)}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
