@@ -1,0 +1,53 @@
+"""The run folder's lock (one process at a time, stale locks taken over) and the sweep of half-written files."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from vitlab.run_folder import LOCK_NAME, RunFolderBusy, claim, sweep_temporaries
+
+
+def test_a_live_lock_refuses_a_second_claim_and_is_removed_at_the_end(tmp_path):
+    run_dir = tmp_path / "run"
+    with claim(run_dir) as lock:
+        record = json.loads(lock.read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+        with pytest.raises(RunFolderBusy, match=rf"run folder {run_dir} is in use by process {os.getpid()}"):
+            with claim(run_dir):
+                pass
+        assert lock.is_file()  # the refused claim did not take the lock away
+    assert not (run_dir / LOCK_NAME).exists()
+
+
+def test_the_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "then"}))
+    with claim(run_dir) as lock:
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert f"removed the stale lock of process {pid}" in capsys.readouterr().out
+    (run_dir / LOCK_NAME).write_text('{"pid": 12')  # cut short by a kill while it was written
+    with claim(run_dir):
+        pass
+
+
+def test_the_lock_is_released_when_the_block_raises(tmp_path):
+    with pytest.raises(KeyboardInterrupt), claim(tmp_path):
+        raise KeyboardInterrupt
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_sweep_removes_the_runs_own_temporaries_only(tmp_path, capsys):
+    ours = [tmp_path / ".last.pt.k2j3h4.tmp", tmp_path / ".best.pt.abc.tmp", tmp_path / ".config.json.x1.tmp"]
+    theirs = [tmp_path / "notes.tmp", tmp_path / ".other.pt.abc.tmp", tmp_path / "last.pt"]
+    for path in ours + theirs:
+        path.write_bytes(b"x" * 1000)
+    assert sorted(sweep_temporaries(tmp_path)) == sorted(ours)
+    assert sorted(tmp_path.iterdir()) == sorted(theirs)
+    assert "removed .last.pt.k2j3h4.tmp" in capsys.readouterr().out

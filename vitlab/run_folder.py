@@ -1,0 +1,93 @@
+"""A run's checkpoint folder: claimed by one process at a time, and cleaned of half-written files.
+
+`save_dir/<run name>/` holds `config.json`, `best.pt` and `last.pt`. A run claims the folder with
+`run.lock` (created atomically, holding the process id) before writing anything, so two runs
+started with the same name cannot mix their files; the lock of a process that no longer exists
+(killed, machine rebooted) is taken over. Temporary files that an interrupted write left behind
+(`.last.pt.<random>.tmp`, full-size) are removed when a run starts or resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+LOCK_NAME = "run.lock"
+RUN_FILES = ("best.pt", "last.pt", "config.json")  # the names `atomic_write` makes temporaries for
+
+
+class RunFolderBusy(FileExistsError):
+    """Another live process holds the run folder."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _read_lock(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # half-written by a process killed while creating it: as good as stale
+
+
+@contextlib.contextmanager
+def claim(run_dir: str | os.PathLike):
+    """Hold `run_dir/run.lock` for the block; a lock held by a live process is a `RunFolderBusy` error."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(3):  # a stale lock is removed and the claim tried again
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            same_host = holder.get("host") == record["host"]
+            if same_host and isinstance(holder.get("pid"), int) and _alive(holder["pid"]):
+                raise RunFolderBusy(
+                    f"run folder {run_dir} is in use by process {holder['pid']} (started {holder.get('started')}): "
+                    "wait for that run to end, or choose another --name"
+                ) from None
+            if not same_host and holder.get("host"):
+                raise RunFolderBusy(
+                    f"run folder {run_dir} is locked by process {holder.get('pid')} on {holder['host']}: if no run "
+                    f"is going on there, delete {path}; or choose another --name"
+                ) from None
+            print(f"removed the stale lock of process {holder.get('pid')}, which no longer runs ({path})")
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        break
+    else:
+        raise RunFolderBusy(f"could not claim run folder {run_dir}: {path} keeps reappearing")
+    try:
+        yield path
+    finally:
+        if _read_lock(path).get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def sweep_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the run's own half-written files (`.best.pt.*.tmp`, ...); returns what was removed."""
+    run_dir = Path(run_dir)
+    removed = []
+    for name in RUN_FILES:
+        for path in run_dir.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                removed.append(path)
+                print(f"removed {path.name} ({size / 2**20:.1f} MiB), left by a write that was interrupted")
+    return removed
