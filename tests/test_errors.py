@@ -177,7 +177,7 @@ def test_config_json_errors_name_the_file(tmp_path):
         ({"patch_size": 0}, "ModelConfig.patch_size must be >= 1, got 0"),
         ({"patch_size": -16}, "ModelConfig.patch_size must be >= 1, got -16"),
         ({"num_layers": 2.5}, "ModelConfig.num_layers must be an integer, got 2.5"),
-        ({"classifier": "cls"}, "unknown classifier 'cls'; valid names: token, gap"),
+        ({"classifier": "cls"}, "unknown classifier 'cls': choose one of token, gap"),
         ({"dropout_rate": 1.5}, "ModelConfig.dropout_rate must be in [0, 1), got 1.5"),
         ({"img_size": 30}, "img_size 30 is not divisible by patch_size 8"),
         ({"num_heads": 3}, "hidden_size 32 is not divisible by num_heads 3"),
