@@ -110,11 +110,11 @@ def test_config_flags_and_overrides(tmp_path):
 
 
 def test_cli_errors_are_clear(tmp_path):
-    with pytest.raises(SystemExit, match="neither an experiment"):
+    with pytest.raises(ValueError, match="neither an experiment"):
         config_from_args(["--config", "nonexistent"])
-    with pytest.raises(SystemExit, match="expects JSON"):
+    with pytest.raises(ValueError, match="expects JSON"):
         config_from_args(["--model_overrides", "num_layers=2"])
-    with pytest.raises(SystemExit, match=r"unknown VITConfig field\(s\) \['lr'\]"):
+    with pytest.raises(ValueError, match=r"unknown VITConfig field\(s\) \['lr'\]"):
         config_from_args(["--set", "lr=0.1"])
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'; valid names: cifar10, cifar100, synthetic"):
         main(["--config", "smoke", "--dataset", "imagenet", "--data_dir", str(tmp_path)])

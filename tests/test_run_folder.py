@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vitlab.run_folder import LOCK_NAME, RunFolderBusy, claim, sweep_temporaries
+from vitlab.training.run_folder import LOCK_NAME, RunFolderBusy, claim, sweep_temporaries
 
 
 def test_a_live_lock_refuses_a_second_claim_and_is_removed_at_the_end(tmp_path):

@@ -69,8 +69,8 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     """Call `main(argv)`; bad input becomes `error: ...` on stderr and the exit status (see the module)."""
     try:
         result = main(argv)
-    except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # the trainer's says what it saved and how to resume
+        print(f"error: {describe(interrupt) if interrupt.args else 'interrupted (Ctrl-C)'}", file=sys.stderr)
         return 130
     except USER_ERRORS as error:
         print(f"error: {describe(error)}", file=sys.stderr)

@@ -19,6 +19,7 @@ checks on the validation split, the test at the end. The parts it calls live in 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -29,7 +30,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from vitlab.configs import VITConfig, export_config
+from vitlab import cli
+from vitlab.configs import VITConfig, export_config, resume_config
 from vitlab.evaluate import autocast_context, evaluate
 from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
 from vitlab.training.build import (
@@ -41,7 +43,7 @@ from vitlab.training.build import (
     class_names_of,
     follow_model_normalization,
 )
-from vitlab.training.checkpoints import checkpoint_state, restore, resume_path
+from vitlab.training.checkpoints import checkpoint_state, reconcile_best, restore, resume_path
 from vitlab.training.cli import parse_command_line
 from vitlab.training.devices import (
     Distributed,
@@ -51,6 +53,14 @@ from vitlab.training.devices import (
     setup_distributed,
 )
 from vitlab.training.logs import log_hparams, log_samples, open_writer, run_hparams
+from vitlab.training.run_folder import claim, sweep_temporaries
+from vitlab.training.stops import (
+    NonFiniteLossError,
+    StopRequests,
+    TrainingInterrupted,
+    non_finite_message,
+    resume_command,
+)
 from vitlab.weights.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -103,17 +113,26 @@ def on_synthetic_data(cfg: VITConfig) -> bool:
 
 
 # --- the run --------------------------------------------------------------------------------------
-def train(cfg: VITConfig, train_set=None, val_set=None, test_set=None, model=None) -> dict:
+def train(
+    cfg: VITConfig, train_set=None, val_set=None, test_set=None, model=None, *, given_fields: set | None = None
+) -> dict:
     """Train `model` (default: built from cfg) on cfg.dataset or the given datasets; returns the results.
 
     Given datasets are any map-style datasets of (image tensor, int label); without `val_set` the
     last weights count as the best. The result holds best_val_accuracy, test_accuracy, test_top5,
     steps, wall_time, run_dir (TensorBoard), checkpoint_dir, history (the logged steps) and `model`
     with the best weights, those the test accuracy belongs to.
+
+    With `cfg.resume` the run continues with its saved config; fields of `cfg` that differ from it
+    may change only when safe (`vitlab.configs.CHANGEABLE_ON_RESUME`), others are an error.
+    `given_fields` names the fields the caller set (the command line passes them); without it a field
+    counts as set when it differs from VITConfig's default. Ctrl-C or SIGTERM saves last.pt at the end
+    of the step and raises `TrainingInterrupted` (a KeyboardInterrupt); a NaN or infinite loss raises
+    `NonFiniteLossError` (a ValueError) and keeps the last checkpoint.
     """
     env = setup_distributed(cfg)
     try:
-        return _Run(cfg, env, train_set, val_set, test_set, model).run()
+        return _Run(cfg, env, train_set, val_set, test_set, model, given_fields).run()
     finally:
         if env.started_here:
             dist.destroy_process_group()
@@ -122,16 +141,14 @@ def train(cfg: VITConfig, train_set=None, val_set=None, test_set=None, model=Non
 class _Run:
     """The state of one training run; `run()` is the loop."""
 
-    def __init__(self, cfg: VITConfig, env: Distributed, train_set, val_set, test_set, model):
+    def __init__(self, cfg: VITConfig, env: Distributed, train_set, val_set, test_set, model, given_fields=None):
         from vitlab.data import build_batch_mix, num_classes  # imported here: vitlab.data loads torchvision
 
         self.env, self.device = env, env.device
-        self.micro = check_config(cfg, env.world_size)
-        self.resume_state = None
+        self.resume_state, self.notes = None, []
         if cfg.resume:
-            self.resume_state = load_checkpoint(resume_path(cfg))
-            saved = self.resume_state.get("config", {})  # keep writing to the interrupted run's folders
-            cfg = cfg.replace(**{k: saved[k] for k in ("name", "record_algo", "test_cycles") if k in saved})
+            self.resume_state, cfg = self.load_resume_state(cfg, given_fields)
+        self.micro = check_config(cfg, env.world_size)
         self.cfg = cfg
         self.run_dir = Path(cfg.save_dir) / cfg.run_name
         self.tb_dir = Path(cfg.log_dir) / cfg.run_name
@@ -144,7 +161,14 @@ class _Run:
         with main_process_first(env):  # one process downloads the checkpoint and CIFAR, the others wait
             if model is None:
                 classes = num_classes(cfg) if train_set is None else len(class_names_of(cfg, train_set))
-                model = build_model(cfg, classes)
+                # A resumed run's weights come from its checkpoint, not from the pre-trained file.
+                model = build_model(cfg.replace(pretrained_dir=None) if self.resume_state else cfg, classes)
+            head = getattr(getattr(model, "cfg", None), "num_classes", None)
+            if head == 0:
+                raise ValueError(
+                    "the model has no classification head (num_classes=0, it returns features): give it one, "
+                    "e.g. vitlab.create_model(name, num_classes=10), to train a classifier"
+                )
             # The model decides how its inputs are normalised (its preset, the overrides, a given model,
             # or the weights loaded into it); the data are then built once, for those inputs.
             self.cfg = cfg = follow_model_normalization(cfg, model)
@@ -162,6 +186,32 @@ class _Run:
             restore(self.resume_state, self.model, self.optimizer, self.scheduler, self.scaler)
             self.step, self.best_accuracy = self.resume_state["step"], self.resume_state["best_accuracy"]
             self.best_step = self.resume_state.get("best_step")
+        self.stops = StopRequests()
+
+    def load_resume_state(self, cfg: VITConfig, given_fields) -> tuple[dict, VITConfig]:
+        """The checkpoint to continue from and the run's own config (with the safe changes asked for)."""
+        path = resume_path(cfg)
+        state = load_checkpoint(path)
+        missing = {"model", "optimizer", "scheduler", "scaler", "rng", "step"} - set(state)
+        if missing:
+            raise ValueError(f"cannot resume from {path}: it lacks {sorted(missing)}, it is not a run's last.pt")
+        if state.get("config"):
+            cfg, changes = resume_config(state["config"], cfg, given_fields)
+            if changes:
+                listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+                self.notes.append(f"resuming with changed settings: {listed}")
+        if path.name == "last.pt" and path.parent == Path(cfg.save_dir) / cfg.run_name:
+            state, note = reconcile_best(path.parent, state)
+            if note:
+                self.notes.append(note)
+        if state["step"] >= cfg.num_steps:
+            run_dir = Path(cfg.save_dir) / cfg.run_name
+            raise ValueError(
+                f"run {cfg.run_name} is already finished: {state['step']} of {cfg.num_steps} steps. To train it "
+                f"further, resume with a larger --num_steps; to test it: python -m vitlab.evaluate --checkpoint "
+                f"{run_dir / 'best.pt'}"
+            )
+        return state, cfg
 
     def wrapped_model(self) -> torch.nn.Module:
         model = self.model
@@ -171,9 +221,32 @@ class _Run:
         return torch.compile(model) if self.cfg.compile else model
 
     def run(self) -> dict:
+        """Claim the run folder (main process), then train, test and release it."""
+        if not self.env.is_main:
+            return self.train_and_test()
+        with claim(self.run_dir):
+            if self.resume_state is None and (self.run_dir / "last.pt").exists():  # it came while we set up
+                raise FileExistsError(f"run folder {self.run_dir} got another run's checkpoints: choose another --name")
+            sweep_temporaries(self.run_dir)
+            for note in self.notes:
+                print(note)
+            self.write_config()
+            return self.train_and_test()
+
+    def write_config(self) -> None:
+        """config.json: the run's config; a resume that changed it keeps the previous one beside it."""
+        path, cfg = self.run_dir / "config.json", self.cfg.replace(resume=None)  # how the run is, not how it began
+        if path.is_file() and self.resume_state is not None:
+            try:
+                before = VITConfig.from_json(path)
+            except ValueError:
+                before = None
+            if before is not None and before.to_dict() != cfg.to_dict():
+                before.to_json(self.run_dir / f"config.before_step_{self.step}.json")
+        cfg.to_json(path)
+
+    def train_and_test(self) -> dict:
         cfg, env = self.cfg, self.env
-        if env.is_main:
-            cfg.to_json(self.run_dir / "config.json")
         self.writer, self.bar = open_writer(cfg, env, self.step), None
         if self.writer is not None:
             log_hparams(self.writer, run_hparams(cfg, self.precision), cfg.run_name)
@@ -185,7 +258,14 @@ class _Run:
         if env.is_main:
             self.say_where()
         start_time = time.perf_counter()
-        self.loop()
+        try:
+            with self.stops.installed():
+                self.loop()
+        except BaseException:
+            self.close_bar()
+            if self.writer is not None:
+                self.writer.close()  # what was logged so far stays readable
+            raise
         result = self.finish()
         result["wall_time"] = time.perf_counter() - start_time
         return result
@@ -222,6 +302,7 @@ class _Run:
             self.bar = tqdm(total=cfg.num_steps, initial=self.step, desc="train", dynamic_ncols=True)
         window_loss, window_start, window_steps = torch.zeros((), device=self.device), time.perf_counter(), 0
         first_step, last_line = self.step + 1, time.perf_counter()
+        self.saved_step = self.step
         while self.step < cfg.num_steps:
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
             loss, grad_norm = train_step(
@@ -234,7 +315,8 @@ class _Run:
             if self.bar is not None and self.step == first_step:  # one sync, so the bar shows a loss at once
                 self.bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
             evaluating = self.step % cfg.eval_every == 0 or self.step == cfg.num_steps
-            if self.step % cfg.log_every == 0 or evaluating:  # evaluation waits for the GPU anyway
+            logging = self.step % cfg.log_every == 0 or evaluating  # evaluation waits for the GPU anyway
+            if logging:
                 images_per_sec = self.log_train(window_loss / window_steps, lr, grad_norm, window_steps, window_start)
                 train_loss = self.history[-1]["loss"]
                 if self.bar is not None:
@@ -245,15 +327,64 @@ class _Run:
                     last_line = time.perf_counter()
                 window_loss, window_start, window_steps = torch.zeros((), device=self.device), time.perf_counter(), 0
             if evaluating:
+                self.check_finite(window_loss, window_steps)  # nothing non-finite may reach a checkpoint
                 eval_start = time.perf_counter()
                 self.validate()
                 last_line = time.perf_counter()
                 window_start += last_line - eval_start  # images/s counts training time only
             if self.bar is not None:
                 self.bar.update(1)
+            if self.stop_requested(logging):
+                self.close_bar()
+                self.interrupt()
+        self.close_bar()
+
+    def close_bar(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def stop_requested(self, logging: bool) -> bool:
+        """Ctrl-C / SIGTERM seen: at once alone; in a torchrun job all processes agree at a logging step."""
+        if self.env.world_size == 1:
+            return self.stops.signal_name is not None
+        if not logging:
+            return False
+        flag = torch.tensor(float(self.stops.signal_name is not None), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and self.stops.signal_name is None:
+            self.stops.signal_name = "SIGTERM"  # another process was told to stop
+        return bool(flag.item())
+
+    def interrupt(self):
+        """Save last.pt at this step boundary and stop with the command that resumes."""
+        kept = "nothing saved"
+        if self.env.is_main:
+            if self.step > self.saved_step:
+                self.save("last.pt")
+            kept = f"saved {self.run_dir / 'last.pt'} (step {self.step})"
+        if self.env.world_size > 1:
+            dist.barrier()
+        raise TrainingInterrupted(
+            f"{self.stops.signal_name} at step {self.step} of {self.cfg.num_steps}: {kept}; continue with: "
+            f"{resume_command(self.cfg)}"
+        )
+
+    def check_finite(self, window_loss: torch.Tensor, window_steps: int) -> None:
+        """Before a checkpoint is written: the loss since the last log and every weight are finite numbers."""
+        checks = [window_loss.isfinite().all(), *(p.isfinite().all() for p in self.model.parameters())]
+        finite = torch.stack(checks)
+        if not bool(finite.all()):  # one sync, at an evaluation, which syncs anyway
+            value = window_loss.item() / max(window_steps, 1) if window_steps else float("nan")
+            self.stop_non_finite(value if not math.isfinite(value) else float("nan"), self.step - window_steps + 1)
+
+    def stop_non_finite(self, value: float, first_step: int) -> None:
+        kept = (
+            f"the checkpoints of step {self.saved_step} in {self.run_dir} were kept"
+            if self.saved_step
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteLossError(non_finite_message(value, self.step, first_step, self.cfg, kept))
 
     def log_train(self, loss, lr, grad_norm, steps, since) -> float:
         """The only place the loop waits for the GPU: turn the window's loss and norm into numbers."""
@@ -261,6 +392,8 @@ class _Run:
             dist.all_reduce(loss)
             loss = loss / self.env.world_size
         loss, grad_norm = loss.item(), grad_norm.item()
+        if not math.isfinite(loss):
+            self.stop_non_finite(loss, self.step - steps + 1)
         images_per_sec = steps * self.cfg.train_batch_size / max(time.perf_counter() - since, 1e-9)
         self.history.append({"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm})
         if self.writer is not None:
@@ -293,9 +426,11 @@ class _Run:
             self.writer.flush()
         self.say(self.evaluation_line(metrics))
         if self.env.is_main:
-            self.save("last.pt")
+            # best.pt first: last.pt records which step best.pt holds, so it must never run ahead of it.
             if improved:
                 self.save("best.pt")
+            self.save("last.pt")
+        self.saved_step = self.step
 
     def evaluation_line(self, metrics: dict | None) -> str:
         """One evaluation as a line: "step 100/500: val loss 1.2345, val accuracy 56.78% (best ... at step 100)"."""
@@ -335,7 +470,12 @@ class _Run:
         }
         if env.is_main:
             if best_path.is_file():
-                self.model.load_state_dict(load_checkpoint(best_path, map_location=self.device)["model"])
+                best = load_checkpoint(best_path, map_location=self.device)
+                self.model.load_state_dict(best["model"])
+                # best.pt is the record of truth: the accuracy and step reported are those of the weights tested.
+                result["best_step"] = best.get("step")
+                if self.val_set is not None:
+                    result["best_val_accuracy"] = best.get("best_accuracy")
             if self.test_set is not None:
                 test = evaluate(self.model, self.test_set, cfg.eval_batch_size, self.device, self.precision)
                 result.update(test_accuracy=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
@@ -370,19 +510,15 @@ def summary_lines(cfg: VITConfig, result: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry point: parse, train, print where the run landed and its accuracies."""
-    cfg, print_format = parse_command_line(argv)
+    cfg, print_format, given = parse_command_line(argv)
     if print_format is not None:
         print(export_config(cfg, print_format), end="")
         return {"config": cfg}
-    result = train(cfg)
+    result = train(cfg, given_fields=given)
     if int(os.environ.get("RANK", "0")) == 0:
         print("\n".join(summary_lines(cfg, result)))
     return result
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (FileNotFoundError, FileExistsError, ConnectionError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)  # bad input: the message says what is wrong and what to do
-        sys.exit(1)
+    sys.exit(cli.run(main))

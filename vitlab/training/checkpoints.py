@@ -79,3 +79,35 @@ def restore(state: dict, model, optimizer, scheduler, scaler) -> None:
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
+
+
+def reconcile_best(run_dir: Path, last: dict) -> tuple[dict, str | None]:
+    """Make last.pt's record of the best checkpoint agree with best.pt; returns (state to resume, note).
+
+    The trainer writes best.pt before last.pt, and last.pt records which step best.pt holds. A run
+    killed between the two writes leaves a best.pt newer than last.pt: it holds the whole state, so the
+    run continues from it. A best.pt other than the recorded one (older runs wrote last.pt first) makes
+    the record follow the file: the weights best.pt holds are the ones a test will use.
+    """
+    from vitlab.weights.checkpoint import load_checkpoint
+
+    path = run_dir / "best.pt"
+    recorded = last.get("best_step")
+    if not path.is_file():
+        if recorded is None:
+            return last, None
+        repaired = {**last, "best_step": None, "best_accuracy": -1.0}
+        return repaired, f"best.pt is missing (last.pt recorded step {recorded}): the best is chosen anew"
+    best = load_checkpoint(path)
+    if best.get("step") == recorded:
+        return last, None
+    if best.get("step", -1) > last.get("step", -1) and "optimizer" in best:
+        return best, (
+            f"best.pt (step {best['step']}) is newer than last.pt (step {last.get('step')}): the run was stopped "
+            "between the two writes; it continues from best.pt"
+        )
+    repaired = {**last, "best_step": best.get("step"), "best_accuracy": best.get("best_accuracy", -1.0)}
+    return repaired, (
+        f"last.pt recorded the best at step {recorded}, but best.pt holds step {best.get('step')} (a write was "
+        "interrupted): the record now follows best.pt"
+    )

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from vitlab import cli
 from vitlab.configs import (
     AUGMENTATIONS,
     DATASET_NAMES,
@@ -16,6 +17,7 @@ from vitlab.configs import (
     OPTIMIZERS,
     PRECISIONS,
     PRESETS,
+    ConfigError,
     VITConfig,
     get_experiment,
     load_config,
@@ -60,9 +62,12 @@ def parse_value(field: dataclasses.Field, text: str):
         if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise ValueError(f"--{field.name} expects true or false, got {text!r}")
         return text.lower() in ("1", "true", "yes")
-    for name, convert in (("int", int), ("float", float)):
+    for name, convert, what in (("int", int, "an integer"), ("float", float, "a number")):
         if kind.startswith(name):
-            return convert(text)
+            try:
+                return convert(text)
+            except ValueError:
+                raise ValueError(f"--{field.name} expects {what}, got {text!r}") from None
     return text
 
 
@@ -129,7 +134,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of the original train.py, `--config`, `--set`, and one flag per other VITConfig field."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m vitlab.train",
         usage="%(prog)s [--config NAME|FILE] [--FIELD VALUE ...] [--set FIELD=VALUE] [--resume [PATH]]",
         description="Train a Vision Transformer on CIFAR-10/100, image folders or synthetic data,\n"
@@ -183,19 +188,23 @@ def config_from_args(argv: list[str] | None = None) -> VITConfig:
     return parse_command_line(argv)[0]
 
 
-def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | None]:
-    """(the VITConfig of `config_from_args`, the format --print_config asks for, or None)."""
+def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | None, set[str]]:
+    """(the VITConfig of `config_from_args`, the format --print_config asks for or None, the fields the
+    command line sets: by --config, a flag or --set)."""
     args = vars(build_parser().parse_args(argv))
     source = args.pop("config", None)
     print_format = args.pop("print_config", None)
+    given: set[str] = set()
     if source is None:
         cfg = VITConfig()
     elif source in EXPERIMENTS:
-        cfg = get_experiment(source)
+        cfg, given = get_experiment(source), set(EXPERIMENTS[source])
     elif Path(source).is_file():
         cfg = load_config(source)
+        given = {f.name for f in dataclasses.fields(VITConfig)} - {"test_cycles"}
     else:
-        raise SystemExit(f"--config {source!r} is neither an experiment ({', '.join(EXPERIMENTS)}) nor a file")
+        what = "a directory, not" if Path(source).is_dir() else "neither"
+        raise ConfigError(f"--config {source!r} is {what} an experiment ({', '.join(EXPERIMENTS)}) nor a file")
     if args.pop("fp16", False):
         args["precision"] = "fp16"
     if args.pop("fp16_opt_level", None) is not None:
@@ -203,14 +212,11 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | 
     for item in args.pop("set", None) or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
         args[key.strip()] = value
     fields = {f.name: f for f in dataclasses.fields(VITConfig)}
     unknown = sorted(set(args) - set(fields))
     if unknown:
-        raise SystemExit(f"unknown VITConfig field(s) {unknown}; valid fields: {', '.join(sorted(fields))}")
-    try:
-        overrides = {k: parse_value(fields[k], v) if isinstance(v, str) else v for k, v in args.items()}
-    except ValueError as error:
-        raise SystemExit(str(error)) from error
-    return cfg.replace(**overrides), print_format
+        raise ConfigError(f"unknown VITConfig field(s) {unknown}; valid fields: {', '.join(sorted(fields))}")
+    overrides = {k: parse_value(fields[k], v) if isinstance(v, str) else v for k, v in args.items()}
+    return cfg.replace(**overrides), print_format, given | set(overrides)

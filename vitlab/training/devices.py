@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vitlab.cli import check_device
 from vitlab.configs import VITConfig
 
 
@@ -32,10 +33,8 @@ def resolve_device(spec: str, local_rank: int = -1) -> torch.device:
     """ "auto" -> the GPU of this process (cuda:local_rank) when there is one, else the CPU."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
+    device = check_device(spec)  # an unknown or absent device is a ValueError that says what to use
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {spec!r} requested but CUDA is not available; use device='cpu'")
         if device.index is None:
             device = torch.device("cuda", max(local_rank, 0))
     return device

@@ -19,7 +19,10 @@ def open_writer(cfg: VITConfig, env: Distributed, start_step: int):
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(Path(cfg.log_dir) / cfg.run_name), purge_step=start_step or None)
+    # A resumed run purges what the stopped run logged after its checkpoint (steps it will log again),
+    # and keeps step `start_step` itself, which it will not: each step once, the curves continuous.
+    purge_step = start_step + 1 if start_step else None
+    writer = SummaryWriter(str(Path(cfg.log_dir) / cfg.run_name), purge_step=purge_step)
     text = json.dumps(cfg.to_dict(), indent=2)
     writer.add_text("config", "    " + text.replace("\n", "\n    "), start_step)  # indented = code block
     return writer
