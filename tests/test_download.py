@@ -24,6 +24,7 @@ class Server:
         self.files = files
         self.requests: list[dict] = []  # path and Range header of every request
         self.drop_after: int | None = None  # send this many bytes of the next response, then hang up
+        self.trickle: float | None = None  # send one byte every so many seconds
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,6 +49,12 @@ class Server:
                 if server.drop_after is not None:
                     body, server.drop_after = body[: server.drop_after], None
                     self.close_connection = True
+                if server.trickle is not None:
+                    for i in range(min(len(body), 40)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle)
+                    return
                 self.wfile.write(body)
 
             def log_message(self, *args):
@@ -159,3 +166,17 @@ def test_cli_downloads(tmp_path, server, checkpoint_bytes, capsys):
     assert main(["ViT-B_16", "--dest", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "imagenet21k_ViT-B_16.npz")
     assert (tmp_path / "imagenet21k_ViT-B_16.npz").read_bytes() == checkpoint_bytes
+
+
+def test_a_trickling_server_is_stopped_as_stalled(server, tmp_path, monkeypatch):
+    monkeypatch.setattr("vitlab.weights.download.STALL_SECONDS", 0.5)
+    server.trickle = 0.05  # 20 bytes/s: each read is well within the socket timeout, the file never ends
+    with pytest.raises(ConnectionError, match=r"stalled: \d+ bytes in the last 0.5 s.*bytes received are kept"):
+        download("ViT-B_16", dest=tmp_path, progress=False)
+
+
+def test_a_missing_file_on_the_server_is_not_a_connection_problem(server, tmp_path):
+    with pytest.raises(ConnectionError) as failed:
+        download("ViT-B_32", dest=tmp_path, progress=False)
+    assert "HTTP 404" in str(failed.value) and "The server has no file at that address" in str(failed.value)
+    assert "Check the connection" not in str(failed.value)

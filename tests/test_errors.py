@@ -41,6 +41,7 @@ def files(tmp_path_factory):
     torch.save({"model": model.state_dict(), "model_config": model_config, "config": config,
                 "class_names": [str(i) for i in range(10)], "step": 1}, work / "good.pt")  # fmt: skip
     torch.save({"model": _Evil()}, work / "evil.pt")
+    torch.save({"model": model.state_dict(), "model_config": {**model_config, "hidden_size": 64}}, work / "mismatch.pt")
     (work / "html.pt").write_text("<html><body>Not Found</body></html>")
     return work
 
@@ -58,6 +59,10 @@ def _run(module: str, argv: list[str], capsys) -> tuple[int, str]:
 BAD_INPUT = [
     # (command, arguments, exit status, words the message must hold); {w} is the folder of `files`
     ("evaluate", [], 2, "required: --checkpoint"),
+    ("evaluate", ["--checkpoint", "{w}/evil.pt"], 1, "evil.pt contains a pickled Python object (posix.system)"),
+    ("evaluate", ["--checkpoint", "{w}/adir"], 1, "adir is a folder: give a checkpoint file"),
+    ("evaluate", ["--checkpoint", "{w}/mismatch.pt"], 1, "mismatch.pt: its weights do not fit its own model_config"),
+    ("predict", ["{w}/ok.png", "--checkpoint", "{w}/html.pt"], 1, "html.pt is a web page (HTML)"),
     ("evaluate", ["--checkpoint", "{w}/good.pt", "--batch_size", "0"], 2, "--batch_size: must be at least 1, got 0"),
     ("evaluate", ["--checkpoint", "{w}/good.pt", "--img_size", "0"], 2, "--img_size: must be at least 1"),
     ("evaluate", ["--checkpoint", "{w}/good.pt", "--img_size", "x"], 2, "expected an integer, got 'x'"),
@@ -86,6 +91,43 @@ BAD_INPUT = [
     ("bench", ["--precision", "fp64"], 2, "argument --precision: invalid choice: 'fp64'"),
     ("bench", ["--steps", "-3"], 2, "--steps: must be at least 1, got -3"),
     ("factory", ["--bogus"], 2, "unrecognized arguments: --bogus"),
+    ("download", [], 2, "give a checkpoint name (e.g. ViT-B_16) or --list"),
+    ("download", ["ViT-B_16", "--dest", "{w}/afile.txt"], 1, "download folder {w}/afile.txt is a file"),
+    ("download", ["ViT-B_16", "--timeout", "-1"], 2, "expected a positive number of seconds, got '-1'"),
+    ("download", ["ViT-B_16", "--variant", "jft"], 2, "argument --variant: invalid choice: 'jft'"),
+]  # fmt: skip
+
+TRAIN = ["--config", "smoke", "--num_steps", "2", "--progress", "false"]
+BAD_TRAINING = [
+    (["--model_overrides", '{"num_layerz": 1}'], 1, "unknown ModelConfig field(s) ['num_layerz'] in model_overrides"),
+    (["--model_overrides", '{"num_layers": "two"}'], 1, "model_overrides.num_layers must be an integer, got 'two'"),
+    (["--model_overrides", '{"num_classes": 5}'], 1, "model_overrides.num_classes is 5, but the data have 10 classes"),
+    (["--model_overrides", "num_layers=2"], 1, "--model_overrides expects JSON such as"),
+    (["--set", "num_steps=abc"], 1, "--num_steps expects an integer, got 'abc'"),
+    (["--num_steps", "1.5"], 1, "--num_steps expects an integer, got '1.5'"),
+    (["--set", "nonsense"], 1, "--set expects FIELD=VALUE, got 'nonsense'"),
+    (["--set", "lr=0.1"], 1, "unknown VITConfig field(s) ['lr']"),
+    (["--img_size", "0"], 1, "VITConfig.img_size must be >= 1, got 0"),
+    (["--img_size", "30"], 1, "img_size 30 is not divisible by patch_size 8"),
+    (["--label_smoothing", "2"], 1, "VITConfig.label_smoothing must be in [0, 1), got 2.0"),
+    (["--max_grad_norm", "nan"], 1, "VITConfig.max_grad_norm must be >= 0, got nan"),
+    (["--learning_rate", "inf"], 1, "VITConfig.learning_rate must be >= 0, got inf"),
+    (["--TB_log", "maybe"], 1, "--TB_log expects true or false, got 'maybe'"),
+    (["--device", "tpu"], 1, "unknown device 'tpu'"),
+    (["--device", "cuda:99"], 1, "cuda:99"),
+    (["--name", "../../escape"], 1, "run name '../../escape' is not a plain folder name"),
+    (["--config", "{w}/adir"], 1, "adir' is a directory, not an experiment"),
+    (["--config", "{w}/notimage.png"], 1, "notimage.png is not valid JSON"),
+    (["--dataset", "cifar10", "--data_dir", "{w}/afile.txt"], 1, "afile.txt is a file, not a folder"),
+    (["--dataset", "imagenet"], 1, "unknown dataset 'imagenet'; valid names: cifar10"),
+    (["--model_type", "ViT-X_99"], 1, "unknown model 'ViT-X_99'; valid names: ViT-Ti_16"),
+    (["--pretrained_dir", "nowhere.npz"], 1, "nowhere.npz does not exist"),
+    (["--name", "x", "--resume"], 1, "cannot resume: Model/x/last.pt does not exist"),
+    (["--resume", "{w}/evil.pt"], 1, "contains a pickled Python object (posix.system) besides tensors and was refused"),
+    (["--resume", "{w}/html.pt"], 1, "html.pt is a web page (HTML), not a PyTorch checkpoint"),
+    (["--resume", "{w}/adir"], 1, "adir is a folder: give a checkpoint file"),
+    (["--train_batch_size", "33", "--gradient_accumulation_steps", "2"], 1, "train_batch_size 33 is not divisible"),
+    (["--bogus_flag", "1"], 2, "unrecognized arguments: --bogus_flag 1"),
 ]  # fmt: skip
 
 
@@ -99,8 +141,23 @@ def test_bad_input_ends_with_one_error_line(files, capsys, module, argv, status,
     assert "weights_only" not in err
 
 
+@pytest.mark.parametrize("argv, status, message", BAD_TRAINING)
+def test_bad_training_input_ends_with_one_error_line_and_writes_nothing(
+    files, tmp_path, monkeypatch, capsys, argv, status, message
+):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{w}", str(files)) for a in argv]
+    code, err = _run("train", [*TRAIN, "--data_dir", str(tmp_path / "data"), *argv], capsys)
+    assert code == status, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message.replace("{w}", str(files)) in lines[0]
+    assert "weights_only" not in err
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["data"])  # no run folder, no TensorBoard folder
+
+
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules")  # runpy runs an imported module again
-@pytest.mark.parametrize("module", ["evaluate", "predict", "bench", "factory"])
+@pytest.mark.parametrize("module", ["train", "evaluate", "predict", "download", "bench", "factory"])
 def test_every_command_line_runs_its_main_through_cli_run(tmp_path, monkeypatch, capsys, module):
     """`python -m vitlab.<module> --no_such_flag`, its `__main__` block run here (runpy) to save a process start."""
     monkeypatch.chdir(tmp_path)

@@ -11,18 +11,35 @@ The command line of `vitlab.weights.download`, where the list of checkpoints and
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from vitlab import cli
 from vitlab.weights.download import CHECKPOINTS, VARIANTS, download, list_checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitlab.download", description=__doc__.splitlines()[0])
+    """Command line: download one checkpoint or list them; returns the exit status (1: it failed)."""
+    return cli.run(_main, argv)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = cli.ArgumentParser(prog="python -m vitlab.download", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="checkpoint name, e.g. ViT-B_16 (see --list)")
     parser.add_argument("--variant", choices=VARIANTS, help="which pre-training (default: the first that has name)")
     parser.add_argument("--dest", default="Pretrained", help="folder to download into")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
+    parser.add_argument("--timeout", type=_positive, default=10.0, help="seconds to wait for the server")
     parser.add_argument("--list", action="store_true", help="print every known checkpoint and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -30,12 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.name is None:
         parser.error("give a checkpoint name (e.g. ViT-B_16) or --list")
-    try:
-        variant = args.variant or next((v for v, names in CHECKPOINTS.items() if args.name in names), "imagenet21k")
-        path = download(args.name, variant, args.dest, timeout=args.timeout)
-    except (ConnectionError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    variant = args.variant or next((v for v, names in CHECKPOINTS.items() if args.name in names), "imagenet21k")
+    path = download(args.name, variant, args.dest, timeout=args.timeout)
     print(path)
     return 0
 

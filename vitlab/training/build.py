@@ -76,6 +76,12 @@ def check_config(cfg: VITConfig, world_size: int = 1) -> int:
 def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
     """`create_model(cfg.model_type, ...)` with `cfg.model_overrides`, then `cfg.pretrained_dir` when set."""
 
+    wanted = cfg.model_overrides.get("num_classes", num_classes)
+    if wanted != num_classes:
+        raise ValueError(
+            f"model_overrides.num_classes is {wanted}, but the data have {num_classes} classes: remove it from "
+            "model_overrides (the head is sized by the data)"
+        )
     overrides = {k: v for k, v in cfg.model_overrides.items() if k not in ("num_classes", "img_size")}
     model = create_model(cfg.model_type, num_classes=num_classes, img_size=cfg.img_size, **overrides)
     if cfg.pretrained_dir:

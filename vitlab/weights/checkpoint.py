@@ -17,6 +17,7 @@ import torch
 
 from vitlab.configs import ModelConfig
 from vitlab.model import VisionTransformer
+from vitlab.weights.errors import CheckpointError, unreadable_torch_file
 from vitlab.weights.files import atomic_write
 
 
@@ -31,17 +32,21 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by `save_checkpoint`; a missing or damaged file is a clear error."""
     path = Path(path)
+    if path.is_dir():
+        inside = " or ".join(str(path / n) for n in ("best.pt", "last.pt") if (path / n).is_file())
+        raise IsADirectoryError(
+            f"checkpoint {path} is a folder: give a checkpoint file{' such as ' + inside if inside else ''}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: check the path (runs save to <save_dir>/<name>/)")
     if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint {path} is empty: the run that wrote it was interrupted; use another checkpoint")
+        raise CheckpointError(
+            f"checkpoint {path} is empty: the run that wrote it was interrupted; use another checkpoint"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
-        raise ValueError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}): "
-            "the file is truncated or not a PyTorch checkpoint; copy it again or use another one"
-        ) from error
+        raise unreadable_torch_file(path, error, "copy it again or use another one") from None
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
@@ -59,5 +64,12 @@ def model_from_checkpoint(
         )
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     model = VisionTransformer(ModelConfig(**{k: v for k, v in state["model_config"].items() if k in fields}))
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:  # missing / unexpected keys, or shapes that differ
+        details = " ".join(str(error).split())
+        raise CheckpointError(
+            f"checkpoint {path}: its weights do not fit its own model_config ({details[:300]}): the file was "
+            "edited or written by something else; use the checkpoint as the trainer saved it"
+        ) from None
     return model.eval(), state.get("class_names")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -54,6 +55,10 @@ CHECKPOINTS: dict[str, dict[str, str]] = {
 }
 
 CHUNK = 1 << 20
+# A server that trickles (a byte every few seconds) never trips the socket timeout: a download that
+# receives less than STALL_BYTES in STALL_SECONDS is stopped as stalled (what arrived is kept).
+STALL_SECONDS = 60.0
+STALL_BYTES = 64 * 1024
 
 
 def base_url() -> str:
@@ -139,7 +144,8 @@ def _open(url: str, offset: int, timeout: float):
 
 
 def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
-    """Append the rest of `url` to `part` (resuming from its current size)."""
+    """Append the rest of `url` to `part` (resuming from its current size); a stalled transfer is an error."""
+    stall_seconds = STALL_SECONDS
     offset = part.stat().st_size if part.exists() else 0
     response = _open(url, offset, timeout)
     if response is None:
@@ -162,11 +168,21 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
                 disable=not progress,
             ) as bar,
         ):
+            window_start, window_bytes = time.monotonic(), 0
             try:
-                while chunk := response.read(CHUNK):
+                while chunk := response.read1(CHUNK):  # what has arrived, not a wait for a whole chunk
                     f.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    window_bytes += len(chunk)
+                    if window_bytes >= STALL_BYTES:
+                        window_start, window_bytes = time.monotonic(), 0
+                    elif time.monotonic() - window_start > stall_seconds:
+                        raise ConnectionError(
+                            f"download of {url} stalled: {window_bytes:,} bytes in the last {stall_seconds:g} s"
+                        )
+            except ConnectionError:
+                raise
             except (TimeoutError, http.client.IncompleteRead, OSError) as error:
                 raise ConnectionError(f"download of {url} interrupted ({type(error).__name__})") from error
     if total is not None and received < total:
@@ -202,6 +218,8 @@ def download(
     final = Path(dest) / local_name(name, variant)
     if final.is_file() and final.stat().st_size > 0:
         return final
+    if final.parent.exists() and not final.parent.is_dir():
+        raise NotADirectoryError(f"download folder {final.parent} is a file: give a folder with --dest")
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     try:
@@ -209,6 +227,8 @@ def download(
     except ConnectionError as error:
         if part.exists() and part.stat().st_size:
             retry = f"The {part.stat().st_size:,} bytes received are kept in {part}: run the same command to resume"
+        elif " HTTP 4" in str(error):  # the server answered: no connection problem, the file is not there
+            retry = "The server has no file at that address (python -m vitlab.download --list shows the known ones)"
         else:
             retry = "Check the connection and run the command again"
         raise ConnectionError(

@@ -10,8 +10,6 @@ file (.pth / .pt / .bin / .safetensors)
 from __future__ import annotations
 
 import os
-import pickle
-import re
 from pathlib import Path
 
 import torch
@@ -19,7 +17,7 @@ import torch
 from vitlab.configs import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.model import VisionTransformer
 from vitlab.weights.convert import timm_to_vitlab, torchvision_to_vitlab, vitlab_to_timm, vitlab_to_torchvision
-from vitlab.weights.errors import CheckpointError
+from vitlab.weights.errors import CheckpointError, unreadable_torch_file
 
 __all__ = [
     "TORCH_SUFFIXES",
@@ -70,27 +68,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def _read_pickle(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        # weights_only reports refused classes and plain garbage alike; only the former names a global.
-        found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if found is None and "allowlist" not in str(error):
-            raise _unreadable(path, error) from error
-        what = f" ({found.group(1)})" if found else ""
-        raise CheckpointError(
-            f"checkpoint {path} contains a pickled Python object{what} besides tensors; it is refused because "
-            "unpickling can run arbitrary code (torch.load weights_only=True). If you trust the file, re-save only "
-            "its tensors: torch.save(torch.load(path, weights_only=False)['model'], 'weights.pth')"
-        ) from error
     except Exception as error:  # a damaged file fails in many ways: OSError, RuntimeError, EOFError, struct.error
-        raise _unreadable(path, error) from error
-
-
-def _unreadable(path: Path, error: Exception) -> CheckpointError:
-    first_line = str(error).splitlines()[0] if str(error) else ""
-    return CheckpointError(
-        f"checkpoint {path} ({path.stat().st_size:,} bytes) cannot be read ({type(error).__name__}: {first_line}): "
-        "the file is truncated or not a PyTorch checkpoint; delete it and fetch it again"
-    )
+        raise unreadable_torch_file(path, error, "delete it and fetch it again") from error
 
 
 def _is_state_dict(content) -> bool:
