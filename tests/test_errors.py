@@ -6,9 +6,11 @@ The table runs each command's `main` in this process through `vitlab.cli.run`, e
 
 import importlib
 import os
+import re
 import runpy
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -267,3 +269,44 @@ def test_predict_refuses_top_k_below_one():
     with pytest.raises(ValueError, match="top_k must be a positive integer, got 0"):
         predict(model, torch.zeros(3, 32, 32), top_k=0)
     assert len(predict(model, torch.zeros(3, 32, 32), top_k=20)) == 10  # more than there are classes: all of them
+
+
+@pytest.mark.parametrize(
+    "label, shown",
+    [("cat", "'cat' (str)"), (2.5, "2.5 (float)"), (None, "None (NoneType)"), (-1, "-1 (int)"), (True, "True (bool)"),
+     (torch.tensor(1.0), "1.0 (float)")],
+)  # fmt: skip
+def test_training_refuses_labels_that_are_not_class_indices(label, shown):
+    from vitlab.training.batches import SeededSamples, class_index
+
+    assert class_index(torch.tensor(3), 0) == 3 and class_index(np.int64(4), 0) == 4
+    samples = SeededSamples([(torch.zeros(3, 8, 8), 1)] * 5 + [(torch.zeros(3, 8, 8), label)], seed=0)
+    with pytest.raises(ValueError, match=rf"training sample 5 has label {re.escape(shown)}: labels must be class"):
+        samples[(0, 5)]
+
+
+def test_atomic_write_honours_the_umask(tmp_path):
+    from vitlab.weights.files import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "out.bin") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_torchrun_job_waits_ddp_timeout_for_a_hung_process(monkeypatch):
+    import torch.distributed as dist
+
+    from vitlab.training.devices import setup_distributed
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: seen.update(kwargs))
+    setup_distributed(VITConfig(device="cpu", ddp_timeout=90))
+    assert seen == {"backend": "gloo", "timeout": __import__("datetime").timedelta(seconds=90)}
+    with pytest.raises(ValueError, match="VITConfig.ddp_timeout must be >= 1, got 0"):
+        VITConfig(ddp_timeout=0)

@@ -271,6 +271,7 @@ class VITConfig:
     warmup_steps: int = 500  # linear warmup from 0 to learning_rate
     max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
     local_rank: int = -1  # GPU index under torchrun (also read from LOCAL_RANK); -1 = not distributed
+    ddp_timeout: float = 600.0  # seconds a torchrun process waits for the others before the job fails (torch: 1800)
     seed: int = 42  # seeds model init, data order and augmentation
     gradient_accumulation_steps: int = 1  # split each optimiser step into this many forward/backward passes
     optimizer: str = "sgd"  # "sgd" (fine-tuning protocol) or "adamw" (training from scratch)
@@ -301,6 +302,7 @@ class VITConfig:
         for name in ("label_smoothing", "momentum", "val_split"):
             _check_range(self, name, low=0, high=1)
         _check_range(self, "local_rank", low=-1)
+        _check_range(self, "ddp_timeout", low=1)
         for name, valid in (("decay_type", DECAY_TYPES), ("optimizer", OPTIMIZERS), ("precision", PRECISIONS),
                             ("augment", AUGMENTATIONS)):  # fmt: skip
             _check_choice(self, name, valid)
@@ -480,7 +482,7 @@ def _check_fields(values: dict) -> None:
 # computes (none of these alters the numbers of the steps already taken). Every other field is the run's.
 CHANGEABLE_ON_RESUME = (
     "num_steps", "eval_every", "log_every", "eval_batch_size", "num_workers", "progress", "TB_log", "device",
-    "compile", "data_dir", "pretrained_dir", "save_dir", "log_dir", "local_rank", "resume",
+    "compile", "data_dir", "pretrained_dir", "save_dir", "log_dir", "local_rank", "ddp_timeout", "resume",
 )  # fmt: skip
 IDENTITY_FIELDS = ("name", "record_algo", "test_cycles")  # they name the run's folders
 

@@ -7,6 +7,7 @@ its position, so a resumed run and a multi-process run see exactly the images of
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -75,7 +76,19 @@ class SeededSamples(Dataset):
             image, label = self.dataset[index]
         finally:
             generator.set_state(state)
-        return image, int(label)
+        return image, class_index(label, index)
+
+
+def class_index(label, index: int) -> int:
+    """A sample's label as a class index; anything else (a name, a float, None, < 0) is an error naming it."""
+    if isinstance(label, (torch.Tensor, np.ndarray)) and label.ndim == 0:
+        label = label.item()  # an integer tensor becomes an int, a float one a float (refused below)
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and label >= 0:
+        return int(label)
+    raise ValueError(
+        f"training sample {index} has label {label!r} ({type(label).__name__}): labels must be class indices "
+        "0, 1, ..., num_classes - 1 (map class names to indices first)"
+    )
 
 
 def build_train_loader(cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import random
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ def setup_distributed(cfg: VITConfig) -> Distributed:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # A process that hangs (a dead GPU, a stuck data loader) ends the job after ddp_timeout, not torch's 30 min.
+        timeout = datetime.timedelta(seconds=cfg.ddp_timeout)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
         started_here = True
     if dist.is_initialized():
         return Distributed(dist.get_rank(), dist.get_world_size(), device, started_here)
