@@ -45,6 +45,7 @@ def files(tmp_path_factory):
     torch.save({"model": _Evil()}, work / "evil.pt")
     torch.save({"model": model.state_dict(), "model_config": {**model_config, "hidden_size": 64}}, work / "mismatch.pt")
     (work / "html.pt").write_text("<html><body>Not Found</body></html>")
+    np.savez(work / "other.npz", weights=np.zeros(3))
     return work
 
 
@@ -65,6 +66,7 @@ BAD_INPUT = [
     ("evaluate", ["--checkpoint", "{w}/adir"], 1, "adir is a folder: give a checkpoint file"),
     ("evaluate", ["--checkpoint", "{w}/mismatch.pt"], 1, "mismatch.pt: its weights do not fit its own model_config"),
     ("predict", ["{w}/ok.png", "--checkpoint", "{w}/html.pt"], 1, "html.pt is a web page (HTML)"),
+    ("predict", ["{w}/ok.png", "--checkpoint", "{w}/other.npz"], 1, "other.npz is not a Google ViT .npz: it lacks"),
     ("evaluate", ["--checkpoint", "{w}/good.pt", "--batch_size", "0"], 2, "--batch_size: must be at least 1, got 0"),
     ("evaluate", ["--checkpoint", "{w}/good.pt", "--img_size", "0"], 2, "--img_size: must be at least 1"),
     ("evaluate", ["--checkpoint", "{w}/good.pt", "--img_size", "x"], 2, "expected an integer, got 'x'"),

@@ -135,6 +135,13 @@ def model_from_npz(
     from vitlab.weights.npz import read_npz
 
     arrays = read_npz(fetch_if_missing(path))  # the file's shapes decide the model, so fetch it first
+    needed = ("embedding/kernel", "Transformer/posembed_input/pos_embedding")
+    if any(key not in arrays for key in needed):
+        found = ", ".join(sorted(arrays)[:6]) or "none"
+        raise ValueError(
+            f"checkpoint {path} is not a Google ViT .npz: it lacks {', '.join(k for k in needed if k not in arrays)} "
+            f"(its arrays: {found}); give one of the files `python -m vitlab.download --list` names"
+        )
     overrides = {}
     if "cls" not in arrays:  # Google's "gap" models: mean of the patch tokens, no class token
         overrides.update(classifier="gap", class_token=False)
