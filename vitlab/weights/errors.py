@@ -36,6 +36,6 @@ def unreadable_torch_file(path, error: Exception, fix: str) -> CheckpointError:
         )
     first_line = text.splitlines()[0] if text else ""
     return CheckpointError(
-        f"checkpoint {path} ({path.stat().st_size:,} bytes) cannot be read ({type(error).__name__}: {first_line}): "
+        f"checkpoint {path} cannot be read ({path.stat().st_size:,} bytes, {type(error).__name__}: {first_line}): "
         f"the file is truncated or not a PyTorch checkpoint; {fix}"
     )
