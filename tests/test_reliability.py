@@ -142,7 +142,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, s
         train(cfg, model=model)
     run_dir = tmp_path / "Model" / "run"
     assert str(stopped.value).startswith(
-        f"the training loss became nan (steps 4-6): the run stopped, and the checkpoints of step 4 in {run_dir} "
+        f"the training loss became nan (steps 5-6): the run stopped, and the checkpoints of step 4 in {run_dir} "
         "were kept. Usual causes: a learning rate too high for this model and batch (learning_rate 0.002"
     )
     assert "fp16 overflow" in str(stopped.value)
