@@ -125,7 +125,7 @@ def test_log_samples_undoes_the_normalisation():
 
 
 def test_training_follows_the_given_models_normalisation(tmp_path, synthetic_cifar, monkeypatch):
-    import vitlab.training.build
+    import vitlab.data
     from vitlab.train import train
 
     built = []  # the normalisation of every set of datasets the trainer builds
@@ -134,7 +134,7 @@ def test_training_follows_the_given_models_normalisation(tmp_path, synthetic_cif
         built.append(image_normalization(cfg))
         return build_datasets(cfg)
 
-    monkeypatch.setattr(vitlab.training.build, "build_datasets", build_datasets_once)
+    monkeypatch.setattr(vitlab.data, "build_datasets", build_datasets_once)  # the trainer imports it when it runs
     cfg = get_experiment(
         "smoke", dataset="cifar10", data_dir=str(synthetic_cifar), save_dir=str(tmp_path / "Model"),
         log_dir=str(tmp_path / "TB"), name="run", progress=False, num_steps=2, warmup_steps=1, eval_every=2,
