@@ -139,11 +139,11 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
         # torchvision's and timm's ImageNet evaluation: resize to 256, centre crop 224.
         base = dict(dataset="folder", model_type=args.model_type, img_size=model.cfg.img_size, crop_pct=0.875)
         return model, class_names, VITConfig(**{**base, **overrides}), None
-    from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint
+    from vitlab.weights.checkpoint import load_checkpoint, model_from_state
 
-    state = load_checkpoint(args.checkpoint)
+    state = load_checkpoint(args.checkpoint)  # read once: a ViT-B last.pt with its optimiser is about 1 GB
     cfg = VITConfig.from_dict(state.get("config", {})).replace(**overrides)
-    model, class_names = model_from_checkpoint(args.checkpoint)
+    model, class_names = model_from_state(state, args.checkpoint), state.get("class_names")
     if args.labels:
         class_names = read_labels(args.labels)
     return model, class_names, cfg, state.get("step")

@@ -2,7 +2,7 @@
 
 A trainer checkpoint is a dict with `"model"` (the state dict), `"model_config"` (the
 `ModelConfig` fields), `"config"` (the `VITConfig` fields), `"class_names"`, `"step"`,
-`"best_accuracy"` and the optimiser, scheduler, scaler and RNG states needed to resume.
+`"best_accuracy"`, `"best_step"` and the optimiser, scheduler, scaler and RNG states needed to resume.
 """
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ def model_from_checkpoint(
 ) -> tuple[VisionTransformer, list[str] | None]:
     """Rebuild the model saved by the trainer: returns (model in eval mode, class names or None)."""
     state = load_checkpoint(path, map_location=map_location)
+    return model_from_state(state, path), state.get("class_names")
+
+
+def model_from_state(state: dict, path: str | os.PathLike = "the checkpoint") -> VisionTransformer:
+    """The model (in eval mode) of a checkpoint already read with `load_checkpoint`, as its `model_config` says."""
     if "model" not in state or "model_config" not in state:
         raise ValueError(
             f"checkpoint {path} has keys {sorted(state)}, not a vitlab run checkpoint ('model' and "
@@ -72,4 +77,4 @@ def model_from_checkpoint(
             f"checkpoint {path}: its weights do not fit its own model_config ({details[:300]}): the file was "
             "edited or written by something else; use the checkpoint as the trainer saved it"
         ) from None
-    return model.eval(), state.get("class_names")
+    return model.eval()
