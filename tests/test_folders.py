@@ -322,9 +322,27 @@ def test_imagenet_recipe_runs_scaled_down_on_a_tiny_folder(imagenet_layout, tmp_
     assert result["steps"] == 3 and result["class_names"] == list(CLASSES)
     assert result["model"].cfg.drop_path_rate == 0.1 and len(result["history"]) >= 1
     for bad, message in [
-        (dict(device_augment=True, augment="finetune"), "not on image folders"),
         (dict(crop_pct=1.5), "crop_pct must be in"),
         (dict(cutmix_alpha=-0.5), "cutmix_alpha must be >= 0"),
     ]:
         with pytest.raises(ValueError, match=message):
             check_config(cfg.replace(**bad))
+
+
+def test_device_augmentation_gives_way_to_workers_for_image_folders(imagenet_layout, tmp_path, capsys):
+    """`--config scratch --dataset folder` runs as typed: the folder's images are augmented by PIL workers."""
+    import json
+
+    from vitlab.configs import get_experiment
+    from vitlab.train import train
+
+    cfg = get_experiment(
+        "scratch", dataset="folder", data_dir=str(imagenet_layout), model_type="ViT-Test", img_size=32,
+        train_batch_size=8, num_steps=1, warmup_steps=0, eval_every=1, num_workers=0, precision="fp32",
+        save_dir=str(tmp_path / "Model"), log_dir=str(tmp_path / "TB"), progress=False, name="folder",
+    )  # fmt: skip
+    assert cfg.device_augment and cfg.augment == "strong"
+    assert train(cfg)["steps"] == 1
+    assert "image folders are augmented in DataLoader workers" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "Model" / "folder" / "config.json").read_text())
+    assert saved["device_augment"] is False and saved["augment"] == "strong"  # the config says what ran

@@ -151,6 +151,26 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, s
     assert not (run_dir / "run.lock").exists()
 
 
+def test_ctrl_c_after_a_nan_before_the_next_log_keeps_the_good_checkpoint(tmp_path, synthetic_cifar, monkeypatch):
+    """NaN images at step 5, Ctrl-C during step 6: no logging step saw the loss, the weights are checked."""
+    model = create_model("ViT-Test", num_classes=10, num_layers=1)
+    calls = []
+
+    def poison(module, args):
+        if module.training:
+            calls.append(1)
+            if len(calls) == 5:
+                return (args[0] * float("nan"),)
+
+    model.register_forward_pre_hook(poison)
+    _interrupt_at(monkeypatch, 6)
+    with pytest.raises(NonFiniteLossError, match=r"^some weights became inf or nan \(steps 5-6\): the run stopped"):
+        train(_cfg(tmp_path, synthetic_cifar, log_every=100), model=model)
+    run_dir = tmp_path / "Model" / "run"
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 4  # not overwritten by the NaN weights of step 6
+    assert all(t.isfinite().all() for t in _weights(run_dir / "last.pt").values())
+
+
 def test_a_run_folder_in_use_is_refused_before_anything_is_written(tmp_path, synthetic_cifar):
     run_dir = tmp_path / "Model" / "run"
     run_dir.mkdir(parents=True)
@@ -204,7 +224,7 @@ def _uninterrupted(tmp_path, args) -> Path:
     return work / "Model" / "run"
 
 
-def test_kill_between_the_two_checkpoint_writes_then_resume(tmp_path, synthetic_cifar, reference):
+def test_kill_between_the_two_checkpoint_writes_then_resume(tmp_path, synthetic_cifar):
     """kill -9 right after best.pt of step 8 is written and before last.pt is: the resumed run continues from it."""
     script = (
         "import importlib, os, signal, sys\n"

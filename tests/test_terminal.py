@@ -77,7 +77,7 @@ def test_a_run_says_where_it_writes_then_one_line_per_evaluation(printed_run):
     lines = out.splitlines()
     lines = lines[next(i for i, line in enumerate(lines) if line.startswith("run ")) :]  # after any notes
     assert lines[0].startswith(f"run {cfg.run_name}: ViT-Test (")
-    assert "on synthetic data, 6 steps of 32 images, cpu, fp32" in lines[0]
+    assert "parameters) from random weights on synthetic data, 6 steps of 32 images, cpu, fp32" in lines[0]
     assert lines[1] == f"  TensorBoard: {result['run_dir']}  (tensorboard --logdir {cfg.log_dir})"
     assert lines[2].startswith(f"  checkpoints: {result['checkpoint_dir']}/best.pt, last.pt")
     evaluations = [line for line in lines if line.startswith("step ")]

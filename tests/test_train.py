@@ -301,3 +301,22 @@ def test_pretrained_npz_sets_googles_gelu_unless_the_overrides_choose(tmp_path):
     assert build_model(cfg, num_classes=10).cfg.gelu_approximate == "tanh"
     chosen = cfg.replace(model_overrides={"gelu_approximate": "none"})
     assert build_model(chosen, num_classes=10).cfg.gelu_approximate == "none"
+
+
+def test_a_resumed_run_continues_the_checkpoints_model(tmp_path, synthetic_cifar, capsys):
+    """Google's weights switch ViT-Test to the tanh GELU; the resumed run keeps it (not the preset's exact GELU)."""
+    from npz_helpers import Arch, write_google_npz
+
+    path = write_google_npz(tmp_path / "w.npz", Arch(patch=8, width=32, depth=2, heads=2, mlp=64, img_size=32))
+    cfg = get_experiment(
+        "smoke", pretrained_dir=str(path), dataset="cifar10", data_dir=str(synthetic_cifar), num_steps=2,
+        eval_every=2, warmup_steps=1, progress=False, save_dir=str(tmp_path / "Model"), log_dir=str(tmp_path / "TB"),
+        name="run",
+    )  # fmt: skip
+    assert train(cfg)["model"].cfg.gelu_approximate == "tanh"
+    assert "parameters) from w.npz on " in capsys.readouterr().out
+    resumed = train(cfg.replace(num_steps=4, resume="last"))
+    assert resumed["steps"] == 4 and resumed["model"].cfg.gelu_approximate == "tanh"
+    assert load_checkpoint(tmp_path / "Model" / "run" / "last.pt")["model_config"]["gelu_approximate"] == "tanh"
+    out = capsys.readouterr().out
+    assert "resuming at step 2 of 4" in out and "random weights" not in out

@@ -35,6 +35,7 @@ from vitlab.configs import VITConfig, export_config, resume_config
 from vitlab.evaluate import autocast_context, evaluate
 from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
 from vitlab.training.build import (
+    augment_where_possible,
     build_data,
     build_model,
     build_optimizer,
@@ -61,7 +62,7 @@ from vitlab.training.stops import (
     non_finite_message,
     resume_command,
 )
-from vitlab.weights.checkpoint import load_checkpoint, save_checkpoint
+from vitlab.weights.checkpoint import load_checkpoint, model_from_state, save_checkpoint
 
 
 # --- one optimiser step ---------------------------------------------------------------------------
@@ -145,9 +146,10 @@ class _Run:
         from vitlab.data import build_batch_mix, num_classes  # imported here: vitlab.data loads torchvision
 
         self.env, self.device = env, env.device
-        self.resume_state, self.notes = None, []
+        self.resume_state, self.notes, self.model_given = None, [], model is not None
         if cfg.resume:
             self.resume_state, cfg = self.load_resume_state(cfg, given_fields)
+        cfg = augment_where_possible(cfg)
         self.micro = check_config(cfg, env.world_size)
         self.cfg = cfg
         self.run_dir = Path(cfg.save_dir) / cfg.run_name
@@ -159,10 +161,13 @@ class _Run:
             )
         seed_everything(cfg.seed)
         with main_process_first(env):  # one process downloads the checkpoint and CIFAR, the others wait
-            if model is None:
+            if model is None and self.resume_state is not None:
+                # A resumed run continues the model its checkpoint holds (architecture, GELU, normalisation),
+                # not a fresh one from the preset and the pre-trained file.
+                model = model_from_state(self.resume_state, resume_path(cfg)).train()
+            elif model is None:
                 classes = num_classes(cfg) if train_set is None else len(class_names_of(cfg, train_set))
-                # A resumed run's weights come from its checkpoint, not from the pre-trained file.
-                model = build_model(cfg.replace(pretrained_dir=None) if self.resume_state else cfg, classes)
+                model = build_model(cfg, classes)
             head = getattr(getattr(model, "cfg", None), "num_classes", None)
             if head == 0:
                 raise ValueError(
@@ -276,8 +281,11 @@ class _Run:
         count = f" ({model.get_num_params():,} parameters)" if hasattr(model, "get_num_params") else ""
         data = "synthetic data" if on_synthetic_data(cfg) else cfg.dataset
         first = f"resuming at step {self.step} of {cfg.num_steps}" if self.step else f"{cfg.num_steps} steps"
+        start = ""  # where the weights start from, when this run built the model
+        if not self.model_given and self.resume_state is None:
+            start = f" from {Path(cfg.pretrained_dir).name}" if cfg.pretrained_dir else " from random weights"
         print(
-            f"run {cfg.run_name}: {cfg.model_type}{count} on {data}, {first} of {cfg.train_batch_size} images, "
+            f"run {cfg.run_name}: {cfg.model_type}{count}{start} on {data}, {first} of {cfg.train_batch_size} images, "
             f"{self.device.type}, {self.precision}"
         )
         if self.writer is not None:
@@ -327,7 +335,7 @@ class _Run:
                     last_line = time.perf_counter()
                 window_loss, window_start, window_steps = torch.zeros((), device=self.device), time.perf_counter(), 0
             if evaluating:
-                self.check_finite(window_loss, window_steps)  # nothing non-finite may reach a checkpoint
+                self.check_finite()  # nothing non-finite may reach a checkpoint (log_train checked the loss)
                 eval_start = time.perf_counter()
                 self.validate()
                 last_line = time.perf_counter()
@@ -361,6 +369,7 @@ class _Run:
         kept = "nothing saved"
         if self.env.is_main:
             if self.step > self.saved_step:
+                self.check_finite()  # the loss since the last log was not looked at: the weights are
                 self.save("last.pt")
             kept = f"saved {self.run_dir / 'last.pt'} (step {self.step})"
         if self.env.world_size > 1:
@@ -370,15 +379,14 @@ class _Run:
             f"{resume_command(self.cfg)}"
         )
 
-    def check_finite(self, window_loss: torch.Tensor, window_steps: int) -> None:
-        """Before a checkpoint is written: the loss since the last log and every weight are finite numbers."""
-        checks = [window_loss.isfinite().all(), *(p.isfinite().all() for p in self.model.parameters())]
-        finite = torch.stack(checks)
-        if not bool(finite.all()):  # one sync, at an evaluation, which syncs anyway
-            value = window_loss.item() / max(window_steps, 1) if window_steps else float("nan")
-            self.stop_non_finite(value if not math.isfinite(value) else float("nan"), self.step - window_steps + 1)
+    def check_finite(self) -> None:
+        """Before a checkpoint is written: every weight is a finite number."""
+        finite = torch.stack([p.isfinite().all() for p in self.model.parameters()])
+        if not bool(finite.all()):  # one sync, at an evaluation or a stop, which sync anyway
+            self.stop_non_finite(None, self.saved_step + 1)
 
-    def stop_non_finite(self, value: float, first_step: int) -> None:
+    def stop_non_finite(self, value: float | None, first_step: int) -> None:
+        """Stop with the loss `value` that is not a number (None: the weights are not), keeping the checkpoints."""
         kept = (
             f"the checkpoints of step {self.saved_step} in {self.run_dir} were kept"
             if self.saved_step

@@ -9,38 +9,23 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.configs import (
-    AUGMENTATIONS,
-    DATASET_NAMES,
-    DECAY_TYPES,
-    OPTIMIZERS,
-    PRECISIONS,
-    VITConfig,
-    resolve_model_name,
-)
+from vitlab.configs import VITConfig, resolve_model_name
 from vitlab.factory import create_model
-from vitlab.weights.download import known_checkpoint
+from vitlab.weights.download import how_to_get, known_checkpoint
 from vitlab.weights.load import load_pretrained
 
 
+def augment_where_possible(cfg: VITConfig) -> VITConfig:
+    """`cfg`, with `device_augment` off for image folders (of any size: DataLoader workers augment them)."""
+    if cfg.device_augment and cfg.dataset == "folder":
+        print("image folders are augmented in DataLoader workers: device_augment needs CIFAR's uint8 arrays, it is off")
+        return cfg.replace(device_augment=False)
+    return cfg
+
+
 def check_config(cfg: VITConfig, world_size: int = 1) -> int:
-    """Validate the fields a run depends on; returns the per-process micro-batch size."""
-    choices = {
-        "decay_type": DECAY_TYPES,
-        "optimizer": OPTIMIZERS,
-        "precision": PRECISIONS,
-        "augment": AUGMENTATIONS,
-        "dataset": DATASET_NAMES,
-    }
-    for field_name, valid in choices.items():
-        if getattr(cfg, field_name) not in valid:
-            raise ValueError(f"unknown {field_name} {getattr(cfg, field_name)!r}; valid names: {', '.join(valid)}")
+    """Check what a run needs beyond the fields' own checks (VITConfig's); returns the per-process micro-batch size."""
     resolve_model_name(cfg.model_type)
-    for field_name in ("train_batch_size", "eval_batch_size", "eval_every", "num_steps", "log_every"):
-        if getattr(cfg, field_name) < 1:
-            raise ValueError(f"{field_name} must be at least 1, got {getattr(cfg, field_name)}")
-    if cfg.gradient_accumulation_steps < 1 or cfg.warmup_steps < 0:
-        raise ValueError("gradient_accumulation_steps must be >= 1 and warmup_steps >= 0")
     if cfg.warmup_steps >= cfg.num_steps:
         warnings.warn(
             f"warmup_steps {cfg.warmup_steps} >= num_steps {cfg.num_steps}: the learning rate only rises and "
@@ -53,15 +38,6 @@ def check_config(cfg: VITConfig, world_size: int = 1) -> int:
             f"TrivialAugmentWide), 'basic' (padded crop, flip) or 'none' (resize), not {cfg.augment!r}: "
             "choose one of those or set device_augment=False"
         )
-    if cfg.device_augment and cfg.dataset == "folder":
-        raise ValueError(
-            "device_augment works on CIFAR's uint8 arrays, not on image folders: pass --device_augment false"
-        )
-    if not 0.0 < cfg.crop_pct <= 1.0:
-        raise ValueError(f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
-    for field_name in ("mixup_alpha", "cutmix_alpha"):
-        if not getattr(cfg, field_name) >= 0.0:
-            raise ValueError(f"{field_name} must be >= 0 (0 turns it off), got {getattr(cfg, field_name)}")
     split = cfg.gradient_accumulation_steps * world_size
     if cfg.train_batch_size % split:
         raise ValueError(
@@ -88,16 +64,12 @@ def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
         path = Path(cfg.pretrained_dir)
         if not path.is_file() and known_checkpoint(path.name) is None:
             raise FileNotFoundError(
-                f"pretrained checkpoint {path} does not exist: download Google's file (e.g. "
-                f"https://storage.googleapis.com/vit_models/imagenet21k/{resolve_model_name(cfg.model_type)}.npz, "
-                "`python -m vitlab.download --list` shows them all) to that path, "
-                "fix --pretrained_dir, or pass --pretrained_dir '' to train from scratch"
+                f"pretrained checkpoint {path} does not exist: {how_to_get(path)}; "
+                "or pass --pretrained_dir '' to train from scratch"
             )
         # Fetches a missing file first when it has a known name. The model then computes the GELU of the
         # weights' source (tanh for Google's .npz) unless model_overrides chose one.
         load_pretrained(model, path, match_gelu="gelu_approximate" not in cfg.model_overrides)
-    else:
-        print(f"no pretrained_dir: {cfg.model_type} starts from random weights (training from scratch)")
     return model
 
 

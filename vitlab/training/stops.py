@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import threading
 
@@ -49,19 +50,21 @@ def resume_command(cfg) -> str:
     from vitlab.configs import VITConfig
 
     default = VITConfig()
-    parts = ["python -m vitlab.train", f"--name {cfg.run_name}"]
+    parts = ["python -m vitlab.train", f"--name {shlex.quote(cfg.run_name)}"]
     if cfg.save_dir != default.save_dir:
-        parts.append(f"--output_dir {cfg.save_dir}")
+        parts.append(f"--output_dir {shlex.quote(str(cfg.save_dir))}")
     if cfg.log_dir != default.log_dir:
-        parts.append(f"--log_dir {cfg.log_dir}")
+        parts.append(f"--log_dir {shlex.quote(str(cfg.log_dir))}")
     return " ".join([*parts, "--resume"])
 
 
-def non_finite_message(value: float, step: int, first_step: int, cfg, kept: str) -> str:
-    """What went wrong, what was kept, and the usual causes, for a loss of `value` in steps first_step..step."""
+def non_finite_message(value: float | None, step: int, first_step: int, cfg, kept: str) -> str:
+    """What went wrong, what was kept, and the usual causes, for a loss of `value` (None: non-finite weights)
+    in steps first_step..step."""
     steps = f"step {step}" if first_step >= step else f"steps {first_step}-{step}"
+    what = "some weights became inf or nan" if value is None else f"the training loss became {value}"
     return (
-        f"the training loss became {value} ({steps}): the run stopped, and {kept}. Usual causes: a learning "
+        f"{what} ({steps}): the run stopped, and {kept}. Usual causes: a learning "
         f"rate too high for this model and batch (learning_rate {cfg.learning_rate:g}, warmup_steps "
         f"{cfg.warmup_steps}), fp16 overflow (precision {cfg.precision}: try bf16 or fp32), no gradient clipping "
         f"(max_grad_norm {cfg.max_grad_norm:g}), or NaN in the input images. Start a new run with those changed"
