@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,7 +33,13 @@ def test_the_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     with claim(run_dir) as lock:
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert f"removed the stale lock of process {pid}" in capsys.readouterr().out
-    (run_dir / LOCK_NAME).write_text('{"pid": 12')  # cut short by a kill while it was written
+    lock = run_dir / LOCK_NAME
+    lock.write_text('{"pid": 12')  # cut short by a kill while it was written...
+    with pytest.raises(RunFolderBusy, match="is being claimed by another run"):  # ...or still being written
+        with claim(run_dir):
+            pass
+    old = time.time() - 60
+    os.utime(lock, (old, old))  # a minute later it can only be a kill's leftover
     with claim(run_dir):
         pass
 
@@ -44,7 +51,12 @@ def test_the_lock_is_released_when_the_block_raises(tmp_path):
 
 
 def test_sweep_removes_the_runs_own_temporaries_only(tmp_path, capsys):
-    ours = [tmp_path / ".last.pt.k2j3h4.tmp", tmp_path / ".best.pt.abc.tmp", tmp_path / ".config.json.x1.tmp"]
+    ours = [
+        tmp_path / ".last.pt.k2j3h4.tmp",
+        tmp_path / ".best.pt.abc.tmp",
+        tmp_path / ".config.json.x1.tmp",
+        tmp_path / ".config.before_step_40.json.q9.tmp",
+    ]
     theirs = [tmp_path / "notes.tmp", tmp_path / ".other.pt.abc.tmp", tmp_path / "last.pt"]
     for path in ours + theirs:
         path.write_bytes(b"x" * 1000)

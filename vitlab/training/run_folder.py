@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 LOCK_NAME = "run.lock"
-RUN_FILES = ("best.pt", "last.pt", "config.json")  # the names `atomic_write` makes temporaries for
+RUN_FILES = ("best.pt", "last.pt", "config.json", "config.before_step_*.json")  # written with `atomic_write`
+FRESH_LOCK_SECONDS = 10  # an empty lock younger than this is being written by a process that just created it
 
 
 class RunFolderBusy(FileExistsError):
@@ -38,7 +39,15 @@ def _read_lock(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}  # half-written by a process killed while creating it: as good as stale
+        return {}  # not written yet, or half-written by a process killed while creating it
+
+
+def _being_written(path: Path) -> bool:
+    """An unreadable lock created moments ago: its creator is between creating and writing it."""
+    try:
+        return time.time() - path.stat().st_mtime < FRESH_LOCK_SECONDS
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -53,6 +62,10 @@ def claim(run_dir: str | os.PathLike):
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _read_lock(path)
+            if not holder and _being_written(path):
+                raise RunFolderBusy(
+                    f"run folder {run_dir} is being claimed by another run at this moment: choose another --name"
+                ) from None
             same_host = holder.get("host") == record["host"]
             if same_host and isinstance(holder.get("pid"), int) and _alive(holder["pid"]):
                 raise RunFolderBusy(
