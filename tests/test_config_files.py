@@ -55,6 +55,9 @@ def test_bad_config_files_say_what_is_wrong(tmp_path):
     (tmp_path / "typo.yaml").write_text("learning_rte: 0.1\n")
     with pytest.raises(TypeError, match="unknown VITConfig field"):
         load_config(tmp_path / "typo.yaml")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="config file .*latin1.yaml is not UTF-8 text"):
+        load_config(tmp_path / "latin1.yaml")
     with pytest.raises(FileNotFoundError, match="config file .*nowhere.yaml does not exist"):
         load_config(tmp_path / "nowhere.yaml")
     with pytest.raises(ValueError, match=r"must end in .yaml, .yml, .json"):

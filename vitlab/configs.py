@@ -1,7 +1,9 @@
-"""Architectures: the `ModelConfig` dataclass and the named presets.
+"""Configs: what a model is (`ModelConfig`, the named presets) and what a run does (`VITConfig`, the experiments).
 
 The ImageNet presets are the paper's Table 1 (Ti and S from DeiT / AugReg); the CIFAR presets are
-small patch-4 models meant to be trained from scratch on 32 x 32 images.
+small patch-4 models meant to be trained from scratch on 32 x 32 images. `VITConfig` holds every
+setting of a training run; the experiments (`get_experiment`) are named starting points, YAML and JSON
+files hold others (`load_config`, `export_config`), and `resume_config` says what a resumed run may change.
 """
 
 from __future__ import annotations
@@ -303,8 +305,12 @@ class VITConfig:
             _check_range(self, name, low=0, high=1)
         _check_range(self, "local_rank", low=-1)
         _check_range(self, "ddp_timeout", low=1)
+        for name in ("mixup_alpha", "cutmix_alpha"):  # 0 turns it off
+            _check_range(self, name, low=0)
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ConfigError(f"VITConfig.crop_pct must be in (0, 1], got {self.crop_pct!r}")
         for name, valid in (("decay_type", DECAY_TYPES), ("optimizer", OPTIMIZERS), ("precision", PRECISIONS),
-                            ("augment", AUGMENTATIONS)):  # fmt: skip
+                            ("augment", AUGMENTATIONS), ("dataset", DATASET_NAMES)):  # fmt: skip
             _check_choice(self, name, valid)
         check_model_overrides(self.model_overrides, self.img_size)
         check_run_name(self.run_name)
@@ -407,8 +413,11 @@ def field_comments() -> dict[str, str]:
     import inspect
     import re
 
-    source = inspect.getsource(VITConfig)
-    return dict(re.findall(r"^    (\w+): [^#\n]*#\s*(.*)$", source, flags=re.MULTILINE))
+    try:
+        source = inspect.getsource(VITConfig)
+    except (OSError, TypeError):  # no source files (a frozen install): no comments
+        return {}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^    (\w+): [^#\n]*#\s*(.*)$", source, re.M)}
 
 
 def load_config(path: str | os.PathLike) -> VITConfig:
@@ -422,7 +431,10 @@ def load_config(path: str | os.PathLike) -> VITConfig:
         raise ValueError(f"config file {path} must end in {', '.join(CONFIG_SUFFIXES)}")
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text: save it as UTF-8 (YAML or JSON)") from None
     if path.suffix.lower() == ".json":
         try:
             values = json.loads(text)

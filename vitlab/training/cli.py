@@ -19,6 +19,7 @@ from vitlab.configs import (
     PRESETS,
     ConfigError,
     VITConfig,
+    field_comments,
     get_experiment,
     load_config,
 )
@@ -78,18 +79,6 @@ FLAG_CHOICES = {  # fields with a fixed set of values, shown in --help (check_co
     "precision": PRECISIONS,
     "augment": AUGMENTATIONS,
 }
-
-
-def field_comments() -> dict[str, str]:
-    """The comment beside each VITConfig field in configs.py, which --help shows for its flag."""
-    import inspect
-    import re
-
-    try:
-        source = inspect.getsource(VITConfig)
-    except (OSError, TypeError):  # no source files (a frozen install): flags keep their defaults and choices
-        return {}
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^    (\w+): [^#\n]*#\s*(.*)$", source, re.M)}
 
 
 def flag_help(field: dataclasses.Field, comment: str) -> tuple[str, str]:
