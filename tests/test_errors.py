@@ -87,6 +87,8 @@ BAD_INPUT = [
     ("predict", ["{w}/ok.png"], 2, "required: --checkpoint"),
     ("bench", ["--model", "nope"], 1, "unknown model 'nope'; valid names: ViT-Ti_16"),
     ("bench", ["--batch_size", "0"], 2, "--batch_size: must be at least 1"),
+    ("bench", ["--trainer", "--precision", "bf16", "--compile"], 2, "--precision, --compile cannot be used with"),
+    ("bench", ["--overrides", "[]"], 2, "--overrides is for --trainer"),
     ("bench", ["--model", "ViT-Test", "--img_size", "30"], 1, "img_size 30 is not divisible by patch_size 8"),
     ("bench", ["--model", "ViT-Test", "--img_size", "32", "--device", "cuda:99"], 1, "cuda:99"),
     ("bench", ["--model", "ViT-Test", "--img_size", "32", "--repeats", "0"], 2, "--repeats: must be at least 1"),

@@ -1,8 +1,9 @@
 """What every `python -m vitlab.<command>` shares: a mistake ends the command with one `error:` line.
 
-A usage mistake (an unknown flag, a value of the wrong type) exits with status 2, any other bad input
-(a missing file, a value out of range, no network) with status 1, Ctrl-C with 130; none prints a
-traceback. Errors that are not the user's (bugs) still show theirs.
+A command line that cannot be parsed (an unknown flag, a missing value, a value that a flag's argparse
+type refuses) exits with status 2, any other bad input (a missing file, a config value of the wrong type
+or out of range, no network) with status 1, Ctrl-C with 130; none prints a traceback. Errors that are not
+the user's (bugs) still show theirs.
 """
 
 from __future__ import annotations
