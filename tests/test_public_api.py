@@ -1,4 +1,4 @@
-"""The public names of design.md are what they say, however the package was imported."""
+"""The package's public names are what they say, however the package was imported."""
 
 import subprocess
 import sys
