@@ -12,7 +12,7 @@ from vitlab.configs import VITConfig, get_experiment
 from vitlab.data import build_datasets
 from vitlab.evaluate import evaluate
 from vitlab.factory import create_model
-from vitlab.train import train
+from vitlab.train import summary_lines, train
 from vitlab.training.batches import StepSampler
 from vitlab.training.build import build_model, build_optimizer, build_scheduler
 from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint
@@ -320,3 +320,4 @@ def test_a_resumed_run_continues_the_checkpoints_model(tmp_path, synthetic_cifar
     assert load_checkpoint(tmp_path / "Model" / "run" / "last.pt")["model_config"]["gelu_approximate"] == "tanh"
     out = capsys.readouterr().out
     assert "resuming at step 2 of 4" in out and "random weights" not in out
+    assert summary_lines(cfg, resumed)[-1].startswith("steps 3-4 in ")  # the command line's last line

@@ -262,7 +262,7 @@ class _Run:
             log_samples(self.writer, self.train_set, cfg.seed, mean=mean, std=std)
         if env.is_main:
             self.say_where()
-        start_time = time.perf_counter()
+        start_time, start_step = time.perf_counter(), self.step
         try:
             with self.stops.installed():
                 self.loop()
@@ -273,6 +273,7 @@ class _Run:
             raise
         result = self.finish()
         result["wall_time"] = time.perf_counter() - start_time
+        result["start_step"] = start_step  # 0, or the step a resumed run continued from
         return result
 
     def say_where(self) -> None:
@@ -512,7 +513,9 @@ def summary_lines(cfg: VITConfig, result: dict) -> list[str]:
     if cfg.TB_log:
         lines.append(f"TensorBoard run: {result['run_dir']}  (tensorboard --logdir {cfg.log_dir})")
     lines.append(f"checkpoints: {result['checkpoint_dir']}/best.pt, last.pt")
-    lines.append(f"{result['steps']} steps in {result['wall_time']:.1f} s")
+    start = result.get("start_step", 0)
+    steps = f"steps {start + 1}-{result['steps']}" if start else f"{result['steps']} steps"
+    lines.append(f"{steps} in {result['wall_time']:.1f} s")
     return lines
 
 
