@@ -343,6 +343,8 @@ def test_device_augmentation_gives_way_to_workers_for_image_folders(imagenet_lay
     )  # fmt: skip
     assert cfg.device_augment and cfg.augment == "strong"
     assert train(cfg)["steps"] == 1
-    assert "image folders are augmented in DataLoader workers" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "image folders are augmented in DataLoader workers" in out
+    assert f"from random weights on the image folders in {imagenet_layout}, 1 step of 8 images" in out
     saved = json.loads((tmp_path / "Model" / "folder" / "config.json").read_text())
     assert saved["device_augment"] is False and saved["augment"] == "strong"  # the config says what ran
