@@ -283,7 +283,9 @@ class _Run:
         data = "synthetic data" if on_synthetic_data(cfg) else cfg.dataset
         if cfg.dataset == "folder":
             data = f"the image folders in {cfg.data_dir}"
-        first = f"resuming at step {self.step} of {cfg.num_steps}" if self.step else f"{cfg.num_steps} step{'s' * (cfg.num_steps != 1)}"
+        first = f"{cfg.num_steps} step{'s' * (cfg.num_steps != 1)}"
+        if self.step:
+            first = f"resuming at step {self.step} of {cfg.num_steps}"
         start = ""  # where the weights start from, when this run built the model
         if not self.model_given and self.resume_state is None:
             start = f" from {Path(cfg.pretrained_dir).name}" if cfg.pretrained_dir else " from random weights"
