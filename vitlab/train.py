@@ -372,9 +372,12 @@ class _Run:
     def interrupt(self):
         """Save last.pt at this step boundary and stop with the command that resumes."""
         kept = "nothing saved"
+        if self.step > self.saved_step:
+            # The loss since the last log was not looked at, the weights are (by every process: they hold
+            # the same weights, so all of them stop here together).
+            self.check_finite()
         if self.env.is_main:
             if self.step > self.saved_step:
-                self.check_finite()  # the loss since the last log was not looked at: the weights are
                 self.save("last.pt")
             kept = f"saved {self.run_dir / 'last.pt'} (step {self.step})"
         if self.env.world_size > 1:

@@ -72,7 +72,7 @@ def parse_value(field: dataclasses.Field, text: str):
     return text
 
 
-FLAG_CHOICES = {  # fields with a fixed set of values, shown in --help (check_config enforces them)
+FLAG_CHOICES = {  # fields with a fixed set of values, shown in --help (VITConfig enforces them)
     "dataset": DATASET_NAMES,
     "optimizer": OPTIMIZERS,
     "decay_type": DECAY_TYPES,
