@@ -629,13 +629,13 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(threads)
     trainer, overrides = args.pop("trainer"), args.pop("overrides")
     if trainer:  # the trainer benchmark runs vitlab.train's scratch recipe on the CPU, in fp32, eager
-        ignored = {
+        given = {
             "--precision": args["precision"] != "fp32",
             "--compile": args["compile"],
             "--num_classes": args["num_classes"] is not None,
             "--device": args["device"] not in ("cpu", parser.get_default("device")),
         }
-        ignored = [flag for flag, given in ignored.items() if given]
+        ignored = [flag for flag, is_given in given.items() if is_given]
         if ignored:
             parser.error(f"{', '.join(ignored)} cannot be used with --trainer (it times fp32 steps on the CPU)")
     elif overrides is not None:

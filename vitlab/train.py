@@ -281,8 +281,7 @@ class _Run:
         cfg, model = self.cfg, self.model
         count = f" ({model.get_num_params():,} parameters)" if hasattr(model, "get_num_params") else ""
         data = "synthetic data" if on_synthetic_data(cfg) else cfg.dataset
-        if cfg.dataset == "folder":
-            data = f"the image folders in {cfg.data_dir}"
+        data = f"the image folders in {cfg.data_dir}" if cfg.dataset == "folder" else data
         first = f"{cfg.num_steps} step{'s' * (cfg.num_steps != 1)}"
         if self.step:
             first = f"resuming at step {self.step} of {cfg.num_steps}"
@@ -373,12 +372,11 @@ class _Run:
         """Save last.pt at this step boundary and stop with the command that resumes."""
         kept = "nothing saved"
         if self.step > self.saved_step:
-            # The loss since the last log was not looked at, the weights are (by every process: they hold
-            # the same weights, so all of them stop here together).
+            # No log has looked at the loss since then: every process checks its (identical) weights, so all stop.
             self.check_finite()
-        if self.env.is_main:
-            if self.step > self.saved_step:
+            if self.env.is_main:
                 self.save("last.pt")
+        if self.env.is_main:
             kept = f"saved {self.run_dir / 'last.pt'} (step {self.step})"
         if self.env.world_size > 1:
             dist.barrier()
