@@ -2,14 +2,16 @@
 
 A command line that cannot be parsed (an unknown flag, a missing value, a value that a flag's argparse
 type refuses) exits with status 2, any other bad input (a missing file, a config value of the wrong type
-or out of range, no network) with status 1, Ctrl-C with 130; none prints a traceback. Errors that are not
-the user's (bugs) still show theirs.
+or out of range, no network) with status 1; none prints a traceback. Ctrl-C is a stop the user asked for,
+not an error: `stopped: ...` and status 130. Warnings print as one `warning: ...` line, without the source
+line Python adds. Errors that are not the user's (bugs) still show their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 
 # What bad input raises: files that are missing, unreadable or not what they should be (OSError,
@@ -66,12 +68,21 @@ def describe(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` for the command lines: `warning: <message>` on one line, no source line."""
+    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Call `main(argv)`; bad input becomes `error: ...` on stderr and the exit status (see the module)."""
     try:
-        result = main(argv)
-    except KeyboardInterrupt as interrupt:  # the trainer's says what it saved and how to resume
-        print(f"error: {describe(interrupt) if interrupt.args else 'interrupted (Ctrl-C)'}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            result = main(argv)
+    except (
+        KeyboardInterrupt
+    ) as interrupt:  # asked for, not an error; the trainer's says what it saved and how to resume
+        print(f"stopped: {describe(interrupt) if interrupt.args else 'interrupted (Ctrl-C)'}", file=sys.stderr)
         return 130
     except USER_ERRORS as error:
         print(f"error: {describe(error)}", file=sys.stderr)
