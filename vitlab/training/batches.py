@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vitlab.augment import DeviceAugment, DeviceBatches, DeviceEvalTransform, DevicePadCropAugment, uint8_cifar
 from vitlab.configs import VITConfig
-from vitlab.training.devices import Distributed
+from vitlab.training.devices import Distributed, data_workers
 
 
 class StepSampler(Sampler):
@@ -96,13 +96,14 @@ def build_train_loader(cfg: VITConfig, dataset: Dataset, micro: int, env: Distri
     sampler = StepSampler(
         len(dataset), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
     )
+    workers = data_workers(cfg.num_workers)  # never more than the cores: each sample's seed, not the worker, decides
     return DataLoader(
         SeededSamples(dataset, cfg.seed),
         batch_size=micro,
         sampler=sampler,
-        num_workers=cfg.num_workers,
+        num_workers=workers,
         pin_memory=env.device.type == "cuda",
-        persistent_workers=cfg.num_workers > 0,
+        persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds must not draw from the global RNG
     )
 

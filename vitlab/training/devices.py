@@ -85,3 +85,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may run on: its affinity where the system says, else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def data_workers(requested: int) -> int:
+    """DataLoader workers per process: `requested`, but no more than the cores each process of this machine has.
+
+    More worker processes than cores only take turns (PyTorch warns about it); the processes of a torchrun
+    job on one machine (LOCAL_WORLD_SIZE) share its cores.
+    """
+    if requested == 0:
+        return 0
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return min(requested, max(1, usable_cpus() // max(1, processes)))
