@@ -177,19 +177,19 @@ def config_from_args(argv: list[str] | None = None) -> VITConfig:
     return parse_command_line(argv)[0]
 
 
-def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | None, set[str]]:
+def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | None, set[str], list[str]]:
     """(the VITConfig of `config_from_args`, the format --print_config asks for or None, the fields the
-    command line sets: by --config, a flag or --set)."""
+    command line sets: by --config, a flag or --set, and notes on what it adjusted: a scaled warm-up)."""
     args = vars(build_parser().parse_args(argv))
     source = args.pop("config", None)
     print_format = args.pop("print_config", None)
     given: set[str] = set()
     if source is None:
-        cfg = VITConfig()
+        cfg, recipe = VITConfig(), "VITConfig's"
     elif source in EXPERIMENTS:
-        cfg, given = get_experiment(source), set(EXPERIMENTS[source])
+        cfg, given, recipe = get_experiment(source), set(EXPERIMENTS[source]), f"the {source} experiment's"
     elif Path(source).is_file():
-        cfg = load_config(source)
+        cfg, recipe = load_config(source), f"{source}'s"
         given = {f.name for f in dataclasses.fields(VITConfig)} - {"test_cycles"}
     else:
         what = "a directory, not" if Path(source).is_dir() else "neither"
@@ -208,4 +208,26 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | 
     if unknown:
         raise ConfigError(f"unknown VITConfig field(s) {unknown}; valid fields: {', '.join(sorted(fields))}")
     overrides = {k: parse_value(fields[k], v) if isinstance(v, str) else v for k, v in args.items()}
-    return cfg.replace(**overrides), print_format, given | set(overrides)
+    base, cfg, notes = cfg, cfg.replace(**overrides), []
+    if "num_steps" in overrides and "warmup_steps" not in overrides and not cfg.resume:  # a resumed run keeps its own
+        cfg, note = scale_warmup(base, cfg, recipe)
+        if note:
+            notes.append(note)
+            overrides["warmup_steps"] = cfg.warmup_steps
+    return cfg, print_format, given | set(overrides), notes
+
+
+def scale_warmup(base: VITConfig, cfg: VITConfig, recipe: str) -> tuple[VITConfig, str | None]:
+    """`cfg` with the warm-up of `base` (the recipe) as the same fraction of `cfg.num_steps`, and a note saying so.
+
+    A recipe's warm-up is sized for its own length: finetune's 500 of 10,000 steps kept in a 500-step run
+    would only ever raise the learning rate. Scaled, it is 25 of 500, the recipe's 5%.
+    """
+    if cfg.num_steps == base.num_steps or cfg.warmup_steps != base.warmup_steps or base.warmup_steps == 0:
+        return cfg, None
+    warmup = min(round(base.warmup_steps * cfg.num_steps / base.num_steps), cfg.num_steps - 1)
+    note = (
+        f"warm-up of {warmup} step{'s' * (warmup != 1)}, {recipe} {base.warmup_steps:,} of {base.num_steps:,} "
+        f"scaled to these {cfg.num_steps:,} steps (--warmup_steps sets it)"
+    )
+    return cfg.replace(warmup_steps=warmup), note
