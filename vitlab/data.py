@@ -162,6 +162,12 @@ def load_cifar(name: str, root: str | os.PathLike, train: bool, download: bool =
         ) from error
 
 
+def cifar_files(name: str) -> tuple[str, str, str]:
+    """(archive, the folder it extracts to, its address) of "cifar10" or "cifar100"."""
+    archive, folder, reader = _ARCHIVES[name]
+    return archive, folder, reader.url
+
+
 def synthetic_root(data_dir: str | os.PathLike) -> Path:
     """Where `dataset="synthetic"` keeps its CIFAR-format files, written on first use."""
     root = Path(data_dir) / "synthetic"
