@@ -319,5 +319,5 @@ def test_a_resumed_run_continues_the_checkpoints_model(tmp_path, synthetic_cifar
     assert resumed["steps"] == 4 and resumed["model"].cfg.gelu_approximate == "tanh"
     assert load_checkpoint(tmp_path / "Model" / "run" / "last.pt")["model_config"]["gelu_approximate"] == "tanh"
     out = capsys.readouterr().out
-    assert "resuming at step 2 of 4" in out and "random weights" not in out
+    assert "4 steps of 32 images, resuming after step 2, cpu" in out and "random weights" not in out
     assert summary_lines(cfg, resumed)[-1].startswith("steps 3-4 in ")  # the command line's last line

@@ -35,6 +35,7 @@ from vitlab.configs import VITConfig, export_config, resume_config
 from vitlab.evaluate import autocast_context, evaluate
 from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
 from vitlab.training.build import (
+    DEVICE_AUGMENT_OFF,
     augment_where_possible,
     build_data,
     build_model,
@@ -48,11 +49,13 @@ from vitlab.training.checkpoints import checkpoint_state, reconcile_best, restor
 from vitlab.training.cli import parse_command_line
 from vitlab.training.devices import (
     Distributed,
+    data_workers,
     main_process_first,
     resolve_precision,
     seed_everything,
     setup_distributed,
 )
+from vitlab.training.inputs import check_inputs
 from vitlab.training.logs import log_hparams, log_samples, open_writer, run_hparams
 from vitlab.training.run_folder import claim, sweep_temporaries
 from vitlab.training.stops import (
@@ -115,7 +118,14 @@ def on_synthetic_data(cfg: VITConfig) -> bool:
 
 # --- the run --------------------------------------------------------------------------------------
 def train(
-    cfg: VITConfig, train_set=None, val_set=None, test_set=None, model=None, *, given_fields: set | None = None
+    cfg: VITConfig,
+    train_set=None,
+    val_set=None,
+    test_set=None,
+    model=None,
+    *,
+    given_fields: set | None = None,
+    notes: list[str] | None = None,
 ) -> dict:
     """Train `model` (default: built from cfg) on cfg.dataset or the given datasets; returns the results.
 
@@ -127,13 +137,14 @@ def train(
     With `cfg.resume` the run continues with its saved config; fields of `cfg` that differ from it
     may change only when safe (`vitlab.configs.CHANGEABLE_ON_RESUME`), others are an error.
     `given_fields` names the fields the caller set (the command line passes them); without it a field
-    counts as set when it differs from VITConfig's default. Ctrl-C or SIGTERM saves last.pt at the end
-    of the step and raises `TrainingInterrupted` (a KeyboardInterrupt); a NaN or infinite loss raises
-    `NonFiniteLossError` (a ValueError) and keeps the last checkpoint.
+    counts as set when it differs from VITConfig's default. `notes` are lines printed under the run's
+    first lines, with its own (the command line's: a warm-up scaled to the run). Ctrl-C or SIGTERM saves
+    last.pt at the end of the step and raises `TrainingInterrupted` (a KeyboardInterrupt); a NaN or
+    infinite loss raises `NonFiniteLossError` (a ValueError) and keeps the last checkpoint.
     """
     env = setup_distributed(cfg)
     try:
-        return _Run(cfg, env, train_set, val_set, test_set, model, given_fields).run()
+        return _Run(cfg, env, train_set, val_set, test_set, model, given_fields, notes).run()
     finally:
         if env.started_here:
             dist.destroy_process_group()
@@ -142,15 +153,22 @@ def train(
 class _Run:
     """The state of one training run; `run()` is the loop."""
 
-    def __init__(self, cfg: VITConfig, env: Distributed, train_set, val_set, test_set, model, given_fields=None):
+    def __init__(
+        self, cfg: VITConfig, env: Distributed, train_set, val_set, test_set, model, given_fields=None, notes=None
+    ):
         from vitlab.data import build_batch_mix, num_classes  # imported here: vitlab.data loads torchvision
 
         self.env, self.device = env, env.device
-        self.resume_state, self.notes, self.model_given = None, [], model is not None
+        # Printed under the run's first lines: what was adjusted, and why.
+        self.resume_state, self.notes, self.model_given = None, list(notes or []), model is not None
         if cfg.resume:
             self.resume_state, cfg = self.load_resume_state(cfg, given_fields)
-        cfg = augment_where_possible(cfg)
+        if augment_where_possible(cfg) is not cfg:
+            cfg = augment_where_possible(cfg)
+            self.notes.append(DEVICE_AUGMENT_OFF)
         self.micro = check_config(cfg, env.world_size)
+        # Every missing input named at once, before anything is written (offline: the checkpoint and CIFAR-10).
+        check_inputs(cfg, checkpoint=model is None and self.resume_state is None, data=train_set is None)
         self.cfg = cfg
         self.run_dir = Path(cfg.save_dir) / cfg.run_name
         self.tb_dir = Path(cfg.log_dir) / cfg.run_name
@@ -176,7 +194,11 @@ class _Run:
                 )
             # The model decides how its inputs are normalised (its preset, the overrides, a given model,
             # or the weights loaded into it); the data are then built once, for those inputs.
-            self.cfg = cfg = follow_model_normalization(cfg, model)
+            followed = follow_model_normalization(cfg, model)
+            if followed is not cfg:
+                mean, std = followed.model_overrides["image_mean"], followed.model_overrides["image_std"]
+                self.notes.append(f"inputs normalised as the model expects: mean {mean}, std {std}")
+            self.cfg = cfg = followed
             self.train_set, self.val_set, self.test_set, self.class_names = build_data(
                 cfg, train_set, val_set, test_set, model
             )
@@ -233,8 +255,6 @@ class _Run:
             if self.resume_state is None and (self.run_dir / "last.pt").exists():  # it came while we set up
                 raise FileExistsError(f"run folder {self.run_dir} got another run's checkpoints: choose another --name")
             sweep_temporaries(self.run_dir)
-            for note in self.notes:
-                print(note)
             self.write_config()
             return self.train_and_test()
 
@@ -277,25 +297,41 @@ class _Run:
         return result
 
     def say_where(self) -> None:
-        """Before the first step: what runs, where, and where its results go."""
+        """Before the first step: what runs, where, and where its results go; then what was adjusted (notes)."""
         cfg, model = self.cfg, self.model
         count = f" ({model.get_num_params():,} parameters)" if hasattr(model, "get_num_params") else ""
         data = "synthetic data" if on_synthetic_data(cfg) else cfg.dataset
         data = f"the image folders in {cfg.data_dir}" if cfg.dataset == "folder" else data
-        first = f"{cfg.num_steps} step{'s' * (cfg.num_steps != 1)}"
+        steps = f"{cfg.num_steps} step{'s' * (cfg.num_steps != 1)} of {cfg.train_batch_size} images"
         if self.step:
-            first = f"resuming at step {self.step} of {cfg.num_steps}"
+            steps += f", resuming after step {self.step}"
         start = ""  # where the weights start from, when this run built the model
         if not self.model_given and self.resume_state is None:
             start = f" from {Path(cfg.pretrained_dir).name}" if cfg.pretrained_dir else " from random weights"
-        print(
-            f"run {cfg.run_name}: {cfg.model_type}{count}{start} on {data}, {first} of {cfg.train_batch_size} images, "
-            f"{self.device.type}, {self.precision}"
-        )
+        where = f"{self.device.type}, {self.precision}"
+        print(f"run {cfg.run_name}: {cfg.model_type}{count}{start} on {data}, {steps}, {where}")
         if self.writer is not None:
             print(f"  TensorBoard: {self.tb_dir}  (tensorboard --logdir {cfg.log_dir})")
-        print(f"  checkpoints: {self.run_dir}/best.pt, last.pt; validation every {cfg.eval_every} steps")
+        print(f"  checkpoints: {self.run_dir}/best.pt, last.pt; {self.evaluation_plan()}")
+        workers = data_workers(cfg.num_workers)
+        if not cfg.device_augment and workers < cfg.num_workers:
+            self.notes.append(
+                f"{workers} data-loading worker{'s' * (workers != 1)} instead of num_workers {cfg.num_workers}: "
+                "no more than this machine's cores"
+            )
+        for note in self.notes:
+            print(f"  note: {note}")
         sys.stdout.flush()
+
+    def evaluation_plan(self) -> str:
+        """When the run validates and saves: "validation every 100 steps", or only at its last step."""
+        cfg = self.cfg
+        what = "validation" if self.val_set is not None else "saved"
+        next_multiple = (self.step // cfg.eval_every + 1) * cfg.eval_every
+        if next_multiple >= cfg.num_steps:
+            return f"{what} at the end (step {cfg.num_steps})"
+        plan = f"{what} every {cfg.eval_every} steps"
+        return plan + (f" and at step {cfg.num_steps}" if cfg.num_steps % cfg.eval_every else "")
 
     def say(self, line: str) -> None:
         """Print a line on the main process without breaking the progress bar."""
@@ -333,7 +369,7 @@ class _Run:
                 train_loss = self.history[-1]["loss"]
                 if self.bar is not None:
                     self.bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
-                elif cfg.progress and time.perf_counter() - last_line > PLAIN_PROGRESS_SECONDS:
+                elif cfg.progress and not evaluating and time.perf_counter() - last_line > PLAIN_PROGRESS_SECONDS:
                     self.say(f"step {self.step}/{cfg.num_steps}: train loss {train_loss:.4f}, lr {lr:.2e}, "
                              f"{images_per_sec:.0f} images/s")  # fmt: skip
                     last_line = time.perf_counter()
@@ -526,11 +562,13 @@ def summary_lines(cfg: VITConfig, result: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry point: parse, train, print where the run landed and its accuracies."""
-    cfg, print_format, given = parse_command_line(argv)
+    cfg, print_format, given, notes = parse_command_line(argv)
     if print_format is not None:
+        for note in notes:  # on stderr: stdout is the config file
+            print(f"note: {note}", file=sys.stderr)
         print(export_config(cfg, print_format), end="")
         return {"config": cfg}
-    result = train(cfg, given_fields=given)
+    result = train(cfg, given_fields=given, notes=notes)
     if int(os.environ.get("RANK", "0")) == 0:
         print("\n".join(summary_lines(cfg, result)))
     return result

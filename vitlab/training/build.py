@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -14,23 +15,34 @@ from vitlab.factory import create_model
 from vitlab.weights.download import how_to_get, known_checkpoint
 from vitlab.weights.load import load_pretrained
 
+# What the run's header says when `augment_where_possible` turned device augmentation off.
+DEVICE_AUGMENT_OFF = "image folders are augmented in DataLoader workers (device_augment needs CIFAR's uint8 arrays)"
+
 
 def augment_where_possible(cfg: VITConfig) -> VITConfig:
     """`cfg`, with `device_augment` off for image folders (of any size: DataLoader workers augment them)."""
     if cfg.device_augment and cfg.dataset == "folder":
-        print("image folders are augmented in DataLoader workers: device_augment needs CIFAR's uint8 arrays, it is off")
         return cfg.replace(device_augment=False)
     return cfg
+
+
+def warn_caller(message: str) -> None:
+    """A UserWarning that points at the first line outside vitlab (the user's call), not at vitlab's own code."""
+    package = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(0), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def check_config(cfg: VITConfig, world_size: int = 1) -> int:
     """Check what a run needs beyond the fields' own checks (VITConfig's); returns the per-process micro-batch size."""
     resolve_model_name(cfg.model_type)
     if cfg.warmup_steps >= cfg.num_steps:
-        warnings.warn(
+        warn_caller(
             f"warmup_steps {cfg.warmup_steps} >= num_steps {cfg.num_steps}: the learning rate only rises and "
-            "never decays; set --warmup_steps below --num_steps (Google's recipe: 500 of 10,000)",
-            stacklevel=2,
+            f"never decays; set warmup_steps below num_steps, e.g. {max(0, round(0.05 * cfg.num_steps))} "
+            "(5% of the run, the fraction of Google's recipe: 500 of 10,000)"
         )
     if cfg.device_augment and cfg.augment not in ("finetune", "strong", "basic", "none"):
         raise ValueError(
@@ -87,7 +99,6 @@ def follow_model_normalization(cfg: VITConfig, model: torch.nn.Module) -> VITCon
 
     if image_normalization(cfg) == wanted:
         return cfg
-    print(f"inputs normalised as the model expects: mean {wanted[0]}, std {wanted[1]}")
     return cfg.replace(model_overrides={**cfg.model_overrides, "image_mean": wanted[0], "image_std": wanted[1]})
 
 
