@@ -377,6 +377,24 @@ def build_folder_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Data
     return train_set, val_set, test_set, list(base_train.classes)
 
 
+def folder_fingerprint(folder: ImageFolder) -> str:
+    """A short digest of an image folder's files and labels, in order: the same only for the same images."""
+    digest = hashlib.sha256()
+    start = len(str(folder.root).rstrip(os.sep)) + 1
+    for path, label in folder.samples:
+        digest.update(f"{path[start:]}\t{label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def held_out_record(cfg: VITConfig, train_set: Dataset) -> dict | None:
+    """A folder run whose validation images were held out of its training folder: that folder (absolute), its
+    image count and fingerprint, so that `evaluate` can rebuild the held-out split (seeded) or say it cannot."""
+    base = getattr(train_set, "base", None)
+    if cfg.dataset != "folder" or not isinstance(base, ImageFolder) or "val" in folder_splits(cfg.data_dir):
+        return None
+    return {"folder": str(Path(base.root).resolve()), "images": len(base), "files": folder_fingerprint(base)}
+
+
 def folder_eval_split(data_dir: str | os.PathLike) -> Path:
     """The folder to evaluate on: DIR/test, else DIR/val, else DIR itself (its class folders)."""
     splits = folder_splits(data_dir)

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
         prog="python -m vitlab.evaluate",
         description=__doc__.splitlines()[0],
         epilog="Image folders: DIR/test, else DIR/val, else DIR itself, one folder per class, matched to the "
-        "model's class names by name (ImageNet's WordNet-id folders by their sorted order).",
+        "model's class names by name (ImageNet's WordNet-id folders by their sorted order). The folder a run "
+        "trained on gives that run's held-out validation images, not the ones it trained on.",
     )
     parser.add_argument(
         "--checkpoint",
@@ -96,20 +97,23 @@ def main(argv: list[str] | None = None) -> dict:
         "--crop_pct", type=float, help="image folders: centre crop of the resized image (default: the run's; 0.875)"
     )
     parser.add_argument("--labels", help="text file of the model's class names, one per line")
-    parser.add_argument("--batch_size", type=cli.at_least(1), default=256)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--batch_size", type=cli.at_least(1), default=256,
+        help="images per forward pass; lower it when memory runs out (the result is the same) [default: 256]",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where to compute: cpu, cuda or cuda:N [default: cuda when a GPU is visible, else cpu]",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     device = cli.check_device(args.device)
 
-    model, class_names, cfg, step = _load(args)
+    model, class_names, cfg, step, held_out = _load(args)
     if cfg.img_size != model.cfg.img_size:
         model.resize_pos_embed_(cfg.img_size)  # evaluate at another resolution, as when fine-tuning at 384
+    warning = None
     if cfg.dataset == "folder":
-        from vitlab.data import build_folder_eval_set, folder_eval_split
-
-        mean, std = model.cfg.image_mean, model.cfg.image_std  # the inputs these weights expect
-        test_set = build_folder_eval_set(cfg.data_dir, cfg.img_size, cfg.crop_pct, mean, std, class_names)
-        where = f"{folder_eval_split(cfg.data_dir)}, {len(test_set)} images"
+        test_set, where, warning = folder_test_set(cfg, model, class_names, held_out)
     else:
         from vitlab.data import build_test_set
 
@@ -117,12 +121,57 @@ def main(argv: list[str] | None = None) -> dict:
         where = f"{cfg.dataset} test split, {len(test_set)} images"
     metrics = evaluate(model, test_set, batch_size=args.batch_size, device=device)
     print(f"checkpoint {args.checkpoint}" + (f" (step {step})" if step is not None else "") + f" on {where}")
-    print(f"top-1 {100 * metrics['top1']:.2f}%  top-5 {100 * metrics['top5']:.2f}%  loss {metrics['loss']:.4f}")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    seen = "  (images the model trained on)" if warning else ""
+    print(f"top-1 {100 * metrics['top1']:.2f}%  top-5 {100 * metrics['top5']:.2f}%  loss {metrics['loss']:.4f}{seen}")
     return metrics
 
 
-def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | None]:
-    """(model, its class names, the config to evaluate with, the run's step) from the command line."""
+def folder_test_set(cfg: VITConfig, model, class_names, held_out: dict | None) -> tuple[Dataset, str, str | None]:
+    """(the images to score in cfg.data_dir, what they are, a warning when the model trained on them).
+
+    DIR/test, else DIR/val, else DIR itself. When that is the folder a run trained on (`held_out`, its
+    checkpoint's record), the run's held-out validation split is rebuilt from its seed and scored instead;
+    a folder that changed since, or a run that held nothing out, scores training images, and says so.
+    """
+    from pathlib import Path
+
+    from vitlab import data
+
+    mean, std = model.cfg.image_mean, model.cfg.image_std  # the inputs these weights expect
+    splits = data.folder_splits(cfg.data_dir)
+    trained_here = (
+        held_out is not None
+        and not {"val", "test"} & set(splits)
+        and str(Path(splits.get("train", cfg.data_dir)).resolve()) == held_out["folder"]
+    )
+    if not trained_here:
+        test_set = data.build_folder_eval_set(cfg.data_dir, cfg.img_size, cfg.crop_pct, mean, std, class_names)
+        return test_set, f"{data.folder_eval_split(cfg.data_dir)}, {len(test_set)} images", None
+    folder = Path(held_out["folder"])
+    every = data.build_folder_eval_set(folder, cfg.img_size, cfg.crop_pct, mean, std, class_names)
+    where, other = f"{folder}, all {len(every):,} images", "Evaluate on a folder of other images"
+    if data.folder_fingerprint(every.base) != held_out["files"]:
+        then = f"{held_out['images']:,} images then, {len(every):,} now"
+        return every, where, (
+            f"{folder} has changed since the run trained on it ({then}), so its held-out split cannot be rebuilt: "
+            f"most of these images are ones the model trained on, not unseen ones. {other}"
+        )  # fmt: skip
+    _, val_indices = data.split_indices(len(every), cfg.val_split, cfg.seed)
+    if not val_indices:
+        return every, where, (
+            f"the run trained on every image in {folder} (val_split {cfg.val_split:g}): this accuracy is on images "
+            f"the model trained on, not on unseen ones. {other}"
+        )  # fmt: skip
+    held = data.TransformedSubset(every.base, val_indices, every.transform)
+    held.classes = every.classes
+    share = f"{100 * cfg.val_split:g}%"
+    return held, f"{folder}: the run's held-out {share}, {len(held):,} of {len(every):,} images (not trained on)", None
+
+
+def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | None, dict | None]:
+    """(model, its class names, the config to evaluate with, the run's step, the run's held-out record)."""
     from pathlib import Path
 
     from vitlab.predict import WEIGHT_SUFFIXES, default_class_names, model_from_weights, read_labels
@@ -138,7 +187,7 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
         class_names = read_labels(args.labels) if args.labels else default_class_names(model)
         # torchvision's and timm's ImageNet evaluation: resize to 256, centre crop 224.
         base = dict(dataset="folder", model_type=args.model_type, img_size=model.cfg.img_size, crop_pct=0.875)
-        return model, class_names, VITConfig(**{**base, **overrides}), None
+        return model, class_names, VITConfig(**{**base, **overrides}), None, None
     from vitlab.weights.checkpoint import load_checkpoint, model_from_state
 
     state = load_checkpoint(args.checkpoint)  # read once: a ViT-B last.pt with its optimiser is about 1 GB
@@ -146,7 +195,7 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
     model, class_names = model_from_state(state, args.checkpoint), state.get("class_names")
     if args.labels:
         class_names = read_labels(args.labels)
-    return model, class_names, cfg, state.get("step")
+    return model, class_names, cfg, state.get("step"), state.get("held_out")
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ class _Run:
     def __init__(
         self, cfg: VITConfig, env: Distributed, train_set, val_set, test_set, model, given_fields=None, notes=None
     ):
-        from vitlab.data import build_batch_mix, num_classes  # imported here: vitlab.data loads torchvision
+        from vitlab.data import build_batch_mix, held_out_record, num_classes  # imported here: loads torchvision
 
         self.env, self.device = env, env.device
         # Printed under the run's first lines: what was adjusted, and why.
@@ -202,6 +202,9 @@ class _Run:
             self.train_set, self.val_set, self.test_set, self.class_names = build_data(
                 cfg, train_set, val_set, test_set, model
             )
+            # A folder run's validation images come out of its training folder: the checkpoints say which
+            # folder, so that `evaluate` on it scores those images, not the ones the model trained on.
+            self.held_out = held_out_record(cfg, self.train_set) if train_set is None else None
         self.model = model.to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.device)
@@ -499,6 +502,8 @@ class _Run:
             self.cfg, self.model, self.optimizer, self.scheduler, self.scaler, self.step,
             (self.best_accuracy, self.best_step), self.class_names,
         )  # fmt: skip
+        if self.held_out is not None:
+            state["held_out"] = self.held_out
         return save_checkpoint(self.run_dir / filename, state)
 
     def finish(self) -> dict:
