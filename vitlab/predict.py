@@ -242,8 +242,14 @@ def _main(argv: list[str] | None) -> int:
         "--num_classes", type=cli.at_least(1), help="weights only: classes of the head (default: the file's)"
     )
     parser.add_argument("--img_size", type=cli.at_least(1), help="weights only: input size (default: the file's grid)")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where to compute: cpu, cuda or cuda:N [default: cuda when a GPU is visible, else cpu]",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    device = cli.check_device(args.device)
     model, class_names = _load(args)
+    model.to(device)
     for image in image_files(args.images):
         print(image)
         for rank, (label, probability) in enumerate(predict(model, image, args.top_k, class_names), start=1):
