@@ -20,6 +20,7 @@ GPU's dense bf16 peak (`PEAK_TFLOPS`).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import platform
@@ -427,7 +428,8 @@ def trainer_seconds_per_step(cfg, model: nn.Module, warmup: int) -> float:
         lambda module, args: stamps.append(time.perf_counter()) if module.training else None
     )
     try:
-        train(cfg, model=model)
+        with contextlib.redirect_stdout(io.StringIO()):  # each timed run's own lines would bury the table
+            train(cfg, model=model)
     finally:
         hook.remove()
     intervals = np.diff(stamps[warmup:])
