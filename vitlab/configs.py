@@ -257,7 +257,7 @@ class VITConfig:
     model_type: str = "ViT-B_16"  # a preset or alias of vitlab.list_models()
     pretrained_dir: str | None = None  # Google .npz checkpoint to start from; None trains from scratch
     save_dir: str = "./Model/"  # checkpoints go to save_dir/<run name>/{best,last}.pt
-    name: str | None = None  # run name; None: <record_algo>_<model_type>_<dataset>_<test_cycles>
+    name: str | None = None  # the run's folder in save_dir and log_dir; None: experiment, model, data, time
     record_algo: str = "vit"  # the experiment ("finetune", "scratch", ...): first part of the automatic run name
     test_cycles: str = field(default_factory=_timestamp)  # timestamp that makes the automatic run name unique
     decay_type: str = "cosine"  # learning-rate decay after warmup: "cosine" or "linear"

@@ -101,7 +101,9 @@ def flag_help(field: dataclasses.Field, comment: str) -> tuple[str, str]:
         metavar = "X"
     else:
         metavar = "PATH" if field.name.endswith("_dir") else "TEXT"
-    if field.default is not dataclasses.MISSING:
+    if field.name == "name":  # the automatic name, shown rather than described in field names
+        notes.append("default: e.g. scratch_ViT-CIFAR-3M_cifar10_20261121_080312")
+    elif field.default is not dataclasses.MISSING:
         default = field.default
         notes.append(f"default: {str(default).lower() if isinstance(default, bool) or default is None else default}")
     elif field.name == "test_cycles":
