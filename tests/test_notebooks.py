@@ -75,6 +75,35 @@ def test_notebook_runs_top_to_bottom_in_smoke_mode(path, monkeypatch, tmp_path):
     assert not errors, f"{path.name}: {errors[0].ename}: {errors[0].evalue}"
 
 
+def test_notebook_4_offline_without_cifar_ends_with_a_short_message_for_the_notebook(monkeypatch, tmp_path):
+    """Not in smoke mode, with no CIFAR-10 and no network: one frame, no chained traceback, the variable to change."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.delenv("VITLAB_SMOKE", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):  # no network: nothing listens there
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    nb = read(NOTEBOOK_DIR / "04_train_from_scratch.ipynb")
+    parameters = next(cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", []))
+    for name in ("DATA_DIR", "LOG_DIR", "SAVE_DIR"):  # empty folders of this test, not the repository's
+        parameters.source = re.sub(rf'^{name} = ".*?"', f'{name} = "{tmp_path / name}"', parameters.source, flags=re.M)
+    client = NotebookClient(
+        nb, kernel_name="python3", timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
+    )
+    with pytest.raises(CellExecutionError):
+        client.execute()
+    error = next(out for cell in code_cells(nb) for out in cell.get("outputs", []) if out.output_type == "error")
+    traceback = "\n".join(error.traceback)
+    assert error.ename == "FileNotFoundError" and "cifar10 is not in" in error.evalue
+    assert error.evalue.endswith("In this notebook: set SMOKE = True in the parameters cell"), error.evalue
+    assert "--" not in error.evalue  # no command-line flag inside a notebook
+    assert "During handling of the above exception" not in traceback and "direct cause" not in traceback
+    assert traceback.count("File ") + traceback.count("Cell In[") <= 2, traceback
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=EXPECTED)
 def test_output_policy(path):
     cells = code_cells(read(path))

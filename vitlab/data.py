@@ -155,11 +155,12 @@ def load_cifar(name: str, root: str | os.PathLike, train: bool, download: bool =
                 f"delete that folder to download them again, or extract {archive} there anew"
             ) from None
         url = reader.url
+        reason = " ".join(str(getattr(error, "reason", error)).split())
         raise FileNotFoundError(
-            f"{name} is not in {root} and could not be downloaded ({type(error).__name__}: {error}). "
-            f"Fetch {url} and put {archive} in {root}/ (or extract it so that {root / folder}/ exists), "
-            "or train offline with --dataset synthetic"
-        ) from error
+            f"{name} is not in {root} and could not be downloaded ({reason}). Fetch {url} and put {archive} in "
+            f"{root}/ (or extract it so that {root / folder}/ exists), or work offline on synthetic CIFAR-format "
+            'data (dataset "synthetic")'
+        ) from None  # the message says it all: no chain of torchvision's and urllib's frames
 
 
 def cifar_files(name: str) -> tuple[str, str, str]:

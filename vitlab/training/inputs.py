@@ -115,5 +115,6 @@ def check_inputs(cfg: VITConfig, checkpoint: bool = True, data: bool = True) -> 
     else:
         items = "; ".join(f"({i}) {m.what} {m.problem}: {m.how}" for i, m in enumerate(missing, start=1))
         text = f"this run needs {len(missing)} inputs that are not here{cannot}: {items}"
-    offline = " (python -m vitlab.train --config smoke runs offline)" if why else ""
+    offline = " (offline, the smoke experiment runs on synthetic data: --config smoke, or SMOKE = True in a notebook)"
+    offline = offline if why else ""
     raise FileNotFoundError(f"{text}. Nothing was written{offline}")
