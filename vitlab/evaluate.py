@@ -183,6 +183,12 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
             raise ValueError(f"{args.checkpoint} holds weights only: name the architecture with --model_type")
         if args.data_dir is None:
             raise ValueError("published weights carry no dataset: give --data_dir (an image folder, e.g. ImageNet's)")
+        from vitlab.training.inputs import missing_checkpoint, missing_data, report_missing
+        from vitlab.weights.download import known_checkpoint
+
+        # Both missing (offline): one message. A file of a known name is fetched when the network allows.
+        weights = missing_checkpoint(args.checkpoint) if known_checkpoint(Path(args.checkpoint).name) else None
+        report_missing([weights, missing_data(VITConfig(dataset="folder", data_dir=args.data_dir))])
         model = model_from_weights(args.model_type, args.checkpoint)
         class_names = read_labels(args.labels) if args.labels else default_class_names(model)
         # torchvision's and timm's ImageNet evaluation: resize to 256, centre crop 224.

@@ -101,20 +101,24 @@ def check_inputs(cfg: VITConfig, checkpoint: bool = True, data: bool = True) -> 
     caller gives the model or the datasets, nor the checkpoint when a run resumes).
     """
     missing = [
-        *([missing_checkpoint(cfg.pretrained_dir)] if checkpoint and cfg.pretrained_dir else []),
-        *([missing_data(cfg)] if data else []),
+        missing_checkpoint(cfg.pretrained_dir) if checkpoint and cfg.pretrained_dir else None,
+        missing_data(cfg) if data else None,
     ]
+    offline = "offline, the smoke experiment runs on synthetic data: --config smoke, or SMOKE = True in a notebook"
+    report_missing(missing, "this run", f"Nothing was written ({offline})")
+
+
+def report_missing(missing: list[Missing | None], needer: str = "this command", ending: str = "") -> None:
+    """A FileNotFoundError naming every input in `missing` (None: not missing), unless all can be downloaded now."""
     missing = [m for m in missing if m is not None]
     reasons = {m.what: unreachable(m.url) for m in missing if m.url is not None}
     if not missing or (len(reasons) == len(missing) and not any(reasons.values())):
-        return  # nothing missing, or all of it downloadable: the run fetches it
+        return  # nothing missing, or all of it downloadable: the command fetches it
     why = next((reason for reason in reasons.values() if reason), None)
     cannot = f" and cannot be downloaded from here (no connection: {why})" if why else ""
     if len(missing) == 1:
         text = f"{missing[0].what} {missing[0].problem}{cannot}: {missing[0].how}"
     else:
         items = "; ".join(f"({i}) {m.what} {m.problem}: {m.how}" for i, m in enumerate(missing, start=1))
-        text = f"this run needs {len(missing)} inputs that are not here{cannot}: {items}"
-    offline = " (offline, the smoke experiment runs on synthetic data: --config smoke, or SMOKE = True in a notebook)"
-    offline = offline if why else ""
-    raise FileNotFoundError(f"{text}. Nothing was written{offline}")
+        text = f"{needer} needs {len(missing)} inputs that are not here{cannot}: {items}"
+    raise FileNotFoundError(f"{text}. {ending}" if ending else text)
