@@ -40,3 +40,80 @@ def test_readme_python_example_runs_as_printed(tmp_path, monkeypatch):
     assert len(names["maps"]) == 2 and names["maps"][0].shape == (4, 2, 17, 17)
     assert names["result"]["steps"] == 4
     assert len(names["test_set"]) == 100 and names["class_names"][0] == "airplane"
+
+
+def readme_code() -> tuple[list[str], list[str]]:
+    """(the README's fenced code blocks, its inline code spans)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```\w*\n(.*?)```", text, flags=re.S)
+    inline = re.findall(r"`([^`\n]+)`", re.sub(r"```\w*\n.*?```", "", text, flags=re.S))
+    return blocks, inline
+
+
+def test_every_dotted_vitlab_name_in_the_readme_resolves_as_written():
+    """`python -m vitlab.x` and `from vitlab.x import` name modules; anything else is an attribute of `import vitlab`,
+    looked up in a fresh interpreter (as a reader's would be): `vitlab.predict.load_image` is not one."""
+    import json
+    import subprocess
+    import sys
+
+    blocks, inline = readme_code()
+    names = set()
+    for code in [*blocks, *inline]:
+        for kind, name in re.findall(r"(?:(-m|from|import)\s+)?\b(vitlab(?:\.\w+)+)", code):
+            names.add(("module" if kind else "attribute", name))
+    assert ("module", "vitlab.train") in names and ("attribute", "vitlab.create_model") in names  # found them
+    script = """
+import importlib, importlib.util, json, sys
+wrong = []
+for kind, name in json.loads(sys.argv[1]):
+    if kind == "module":
+        if importlib.util.find_spec(name) is None:
+            wrong.append(name)
+        continue
+    value = importlib.import_module("vitlab")
+    try:
+        for part in name.split(".")[1:]:
+            value = getattr(value, part)
+    except AttributeError as error:
+        wrong.append(f"{name}: {error}")
+print(json.dumps(wrong))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(sorted(names))], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert json.loads(done.stdout) == []
+
+
+def readme_train_commands() -> list[str]:
+    """The arguments of every `-m vitlab.train` command in the README's code blocks, continuation lines joined."""
+    blocks, _ = readme_code()
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0]  # comments beside a command
+            if re.search(r"-m vitlab\.train\b", line):
+                commands.append(line.split("vitlab.train", 1)[1].strip())
+    return commands
+
+
+def test_every_readme_training_command_warms_up_for_less_than_the_run(tmp_path, monkeypatch, capsys):
+    """Each README `vitlab.train` line, with --print_config: a schedule that decays, not one that only warms up."""
+    import shlex
+
+    import yaml
+
+    from vitlab.train import main
+
+    monkeypatch.chdir(tmp_path)  # a line's `> imagenet.yaml` is written here, for the line after it
+    commands = readme_train_commands()
+    assert len(commands) >= 10, commands
+    for command in commands:
+        command, _, target = command.partition(">")
+        argv = shlex.split(command)
+        main(argv if "--print_config" in argv else [*argv, "--print_config"])
+        out = capsys.readouterr().out
+        if target:
+            (tmp_path / target.strip()).write_text(out)
+        cfg = yaml.safe_load(out)
+        assert cfg["warmup_steps"] < cfg["num_steps"], (command, cfg["warmup_steps"], cfg["num_steps"])
