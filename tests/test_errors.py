@@ -176,6 +176,81 @@ def test_every_command_line_runs_its_main_through_cli_run(tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def _offline(monkeypatch) -> None:
+    """No network: every address fails as on a machine without one (DNS cannot resolve it)."""
+    import urllib.error
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+
+
+def test_offline_finetune_names_the_checkpoint_and_cifar_in_one_message_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    _offline(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    code, err = _run("train", ["--config", "finetune"], capsys)
+    assert code == 1
+    [line] = err.splitlines()
+    assert line.startswith(
+        "error: this run needs 2 inputs that are not here and cannot be downloaded from here (no connection: "
+    )
+    assert (
+        "(1) the ViT-B_16 checkpoint Pretrained/imagenet21k_ViT-B_16.npz does not exist: download "
+        "https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz and place it at "
+        "Pretrained/imagenet21k_ViT-B_16.npz" in line
+    )
+    assert (
+        "(2) CIFAR-10 is not in data/: download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and put "
+        "cifar-10-python.tar.gz in data/" in line
+    )
+    assert "Nothing was written" in line and list(tmp_path.iterdir()) == []
+    # One of them missing: the same message for it alone; a folder that is not there is named beside it.
+    (tmp_path / "data" / "cifar-10-batches-py").mkdir(parents=True)
+    (tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
+    code, err = _run("train", ["--config", "finetune"], capsys)
+    assert code == 1 and err.startswith("error: the ViT-B_16 checkpoint Pretrained/imagenet21k_ViT-B_16.npz does not")
+    code, err = _run("train", ["--config", "finetune", "--dataset", "folder", "--data_dir", "photos"], capsys)
+    assert code == 1 and "(2) data_dir photos is not a folder: give a folder of class folders" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing of the runs
+
+
+def test_missing_files_that_can_be_downloaded_are_fetched_by_the_run(tmp_path, monkeypatch):
+    """Online (the server answers), check_inputs lets the run go on to download; only unreachable files stop it."""
+    import urllib.request
+
+    from vitlab.training.inputs import check_inputs
+
+    class Answer:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    asked = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: asked.append(request.full_url) or Answer())
+    check_inputs(get_experiment("finetune", data_dir=str(tmp_path / "data")))
+    assert asked == [
+        "https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    ]
+
+
+def test_evaluate_offline_names_the_published_weights_and_the_folder_at_once(tmp_path, monkeypatch, capsys):
+    _offline(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--checkpoint", "Pretrained/imagenet21k+imagenet2012_ViT-B_16-224.npz", "--model_type", "ViT-B_16",
+            "--data_dir", "imagenet"]  # fmt: skip
+    code, err = _run("evaluate", argv, capsys)
+    assert code == 1 and err.startswith("error: this command needs 2 inputs that are not here")
+    assert "(1) the ViT-B_16-224 checkpoint" in err and "(2) data_dir imagenet is not a folder" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- the Python API --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "fields, message",

@@ -348,3 +348,66 @@ def test_device_augmentation_gives_way_to_workers_for_image_folders(imagenet_lay
     assert f"from random weights on the image folders in {imagenet_layout}, 1 step of 8 images" in out
     saved = json.loads((tmp_path / "Model" / "folder" / "config.json").read_text())
     assert saved["device_augment"] is False and saved["augment"] == "strong"  # the config says what ran
+
+
+def test_evaluate_on_the_folder_a_run_trained_on_scores_its_held_out_images(flat, tmp_path, capsys):
+    """Class folders directly: the run held out val_split of them; evaluate rebuilds that split, or says it cannot."""
+    import shutil
+
+    from vitlab.evaluate import main as evaluate_main
+    from vitlab.train import main as train_main
+
+    data = shutil.copytree(flat, tmp_path / "photos")
+    common = ["--config", "smoke", "--dataset", "folder", "--data_dir", str(data), "--num_steps", "2",
+              "--TB_log", "false", "--progress", "false", "--output_dir", str(tmp_path / "Model")]  # fmt: skip
+    result = train_main([*common, "--val_split", "0.25", "--name", "held"])
+    capsys.readouterr()
+    checkpoint = str(tmp_path / "Model" / "held" / "best.pt")
+    metrics = evaluate_main(["--checkpoint", checkpoint])
+    out, err = capsys.readouterr()
+    assert metrics["num_samples"] == 9 and metrics["top1"] == pytest.approx(result["best_val_accuracy"])
+    assert f"on {data.resolve()}: the run's held-out 25%, 9 of 36 images (not trained on)" in out and err == ""
+    # Another folder is scored whole, as before.
+    other = write_folder(tmp_path / "other", per_class=2, seed=5)
+    assert evaluate_main(["--checkpoint", checkpoint, "--data_dir", str(other)])["num_samples"] == 6
+    capsys.readouterr()
+    # The folder changed since the run: its split cannot be rebuilt, and the command says what it scores.
+    make_image(0, (32, 32), np.random.default_rng(9)).save(data / "circle" / "new.png")
+    assert evaluate_main(["--checkpoint", checkpoint])["num_samples"] == 37
+    out, err = capsys.readouterr()
+    assert err.startswith(f"warning: {data.resolve()} has changed since the run trained on it (36 images then, 37 now)")
+    assert out.splitlines()[-1].endswith("(images the model trained on)")
+    # A run that held nothing out trained on every image: said so.
+    train_main([*common, "--val_split", "0", "--name", "all"])
+    capsys.readouterr()
+    assert evaluate_main(["--checkpoint", str(tmp_path / "Model" / "all" / "best.pt")])["num_samples"] == 37
+    assert capsys.readouterr().err.startswith(f"warning: the run trained on every image in {data.resolve()}")
+
+
+def test_a_folder_run_starts_with_its_run_line_and_never_more_workers_than_cores(flat, tmp_path, capsys):
+    """The scratch recipe asks for 8 DataLoader workers; a machine with fewer cores gets no more than it has."""
+    import warnings
+
+    from vitlab.configs import get_experiment
+    from vitlab.train import train
+    from vitlab.training.devices import data_workers, usable_cpus
+
+    cfg = get_experiment(
+        "scratch", dataset="folder", data_dir=str(flat), model_type="ViT-Test", img_size=32, train_batch_size=8,
+        num_steps=2, warmup_steps=0, save_dir=str(tmp_path / "Model"), log_dir=str(tmp_path / "TB"), progress=False,
+        name="workers",
+    )  # fmt: skip
+    assert cfg.num_workers == 8 and data_workers(8) == min(8, usable_cpus())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    assert not [str(w.message) for w in caught if "worker" in str(w.message)]
+    lines = capsys.readouterr().out.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if not line.startswith("note: skipped")) :]  # the folder's
+    assert lines[0].startswith("run workers: ViT-Test") and lines[2].endswith("validation at the end (step 2)")
+    assert "  note: image folders are augmented in DataLoader workers (device_augment needs CIFAR's uint8 arrays)" in (
+        lines
+    )
+    capped = [line for line in lines if "data-loading worker" in line]
+    note = f"  note: {min(8, usable_cpus())} data-loading workers instead of num_workers 8: no more than this machine's"
+    assert capped == ([] if usable_cpus() >= 8 else [note + " cores"])

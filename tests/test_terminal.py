@@ -130,3 +130,175 @@ def test_tensorboard_hparams_are_the_distinguishing_fields_with_their_types(prin
     scalars = set(events.Tags()["scalars"])
     assert set(metrics) <= scalars and not [tag for tag in scalars if tag.startswith("hparam")]
     assert events.Scalars("test/top1")[-1].value == pytest.approx(result["test_accuracy"])
+
+
+def test_evaluate_and_predict_help_explain_batch_size_and_device(capsys):
+    from vitlab.evaluate import main as evaluate_main
+    from vitlab.predict import main as predict_main
+
+    for main in (evaluate_main, predict_main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--batch_size BATCH_SIZE images per forward pass; lower it when memory runs out" in text
+    assert text.count("--device DEVICE where to compute: cpu, cuda or cuda:N") == 2  # evaluate's and predict's
+
+
+def test_name_help_says_what_the_automatic_name_is_made_of_in_words(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    name_help = text.split("--name TEXT ", 1)[1].split(" --dataset", 1)[0]
+    assert name_help == (
+        "the run's folder in save_dir and log_dir; None: experiment, model, data, time "
+        "[default: e.g. scratch_ViT-CIFAR-3M_cifar10_20261121_080312]"
+    )
+    assert "<" not in name_help and "test_cycles" not in name_help
+
+
+# --- a recipe's warm-up and a shorter run ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, warmup, scaled",
+    [
+        (["--config", "finetune", "--num_steps", "500"], 25, "the finetune experiment's 500 of 10,000"),
+        (["--config", "scratch", "--num_steps", "2000"], 100, "the scratch experiment's 1,000 of 20,000"),
+        (["--num_steps", "100"], 5, "VITConfig's 500 of 10,000"),
+        (["--config", "smoke", "--num_steps", "2"], 0, "the smoke experiment's 5 of 20"),
+        (["--config", "finetune", "--num_steps", "500", "--warmup_steps", "40"], 40, None),  # asked for: kept
+        (["--config", "finetune"], 500, None),  # the recipe's own length
+        (["--name", "a-run", "--resume", "--num_steps", "500"], 500, None),  # a resumed run keeps its warm-up
+    ],
+)
+def test_a_shorter_run_scales_the_recipes_warm_up_and_says_so(argv, warmup, scaled):
+    from vitlab.training.cli import parse_command_line
+
+    cfg, _, given, notes = parse_command_line(argv)
+    assert cfg.warmup_steps == warmup
+    if scaled is None:
+        assert notes == []
+    else:
+        assert notes == [
+            f"warm-up of {warmup} step{'s' * (warmup != 1)}, {scaled} scaled to these {cfg.num_steps:,} steps "
+            "(--warmup_steps sets it)"
+        ]
+        assert "warmup_steps" in given
+
+
+def test_print_config_keeps_its_notes_off_the_config_it_prints(capsys):
+    import yaml
+
+    from vitlab.train import main
+
+    main(["--config", "finetune", "--num_steps", "500", "--print_config"])
+    out, err = capsys.readouterr()
+    assert yaml.safe_load(out)["warmup_steps"] == 25
+    assert err.startswith("note: warm-up of 25 steps, the finetune experiment's 500 of 10,000 scaled")
+
+
+def test_a_short_run_does_not_promise_validation_every_eval_every_steps(tmp_path, synthetic_cifar, capsys):
+    from vitlab.configs import get_experiment
+    from vitlab.train import train
+
+    cfg = get_experiment(
+        "smoke", dataset="cifar10", data_dir=str(synthetic_cifar), num_steps=2, eval_every=500, warmup_steps=1,
+        log_dir=str(tmp_path / "TB"), save_dir=str(tmp_path / "Model"), name="short", progress=False,
+    )  # fmt: skip
+    train(cfg)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("run short: ") and lines[2].endswith("; validation at the end (step 2)")
+    train(cfg.replace(num_steps=7, eval_every=3, resume="last"))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("7 steps of 32 images, resuming after step 2, cpu, fp32")
+    assert lines[2].endswith("; validation every 3 steps and at step 7")
+    assert lines[3] == "  note: resuming with changed settings: eval_every 500 -> 3, num_steps 2 -> 7"
+
+
+def test_an_evaluation_step_prints_one_line(tmp_path, synthetic_cifar, monkeypatch, capsys):
+    """Without a progress bar, a plain line about training comes at most every PLAIN_PROGRESS_SECONDS; not also
+    at a step whose evaluation line is printed anyway."""
+    import importlib
+
+    from vitlab.configs import get_experiment
+
+    train_module = importlib.import_module("vitlab.train")  # the module (vitlab.train is also the function)
+
+    monkeypatch.setattr(train_module, "PLAIN_PROGRESS_SECONDS", 0)  # a plain line at every logging step
+    cfg = get_experiment(
+        "smoke", dataset="cifar10", data_dir=str(synthetic_cifar), num_steps=4, eval_every=2, log_every=1,
+        warmup_steps=1, log_dir=str(tmp_path / "TB"), save_dir=str(tmp_path / "Model"), name="lines", progress=True,
+    )  # fmt: skip
+    train_module.train(cfg)
+    steps = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert steps == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+
+
+# --- what a stop and a warning look like ----------------------------------------------------------
+def test_a_requested_stop_is_not_an_error_and_warnings_are_one_line(capsys):
+    import warnings
+
+    from vitlab import cli
+    from vitlab.training.stops import TrainingInterrupted
+
+    def stopped(argv):
+        raise TrainingInterrupted("SIGINT at step 3 of 10: saved Model/x/last.pt (step 3); continue with: ...")
+
+    assert cli.run(stopped) == 130
+    assert (
+        capsys.readouterr().err
+        == "stopped: SIGINT at step 3 of 10: saved Model/x/last.pt (step 3); continue with: ...\n"
+    )
+
+    def warns(argv):
+        warnings.warn("warmup_steps 5 >= num_steps 3: the learning rate\\n only rises", UserWarning, stacklevel=1)
+        return 0
+
+    assert cli.run(warns) == 0
+    assert capsys.readouterr().err == "warning: warmup_steps 5 >= num_steps 3: the learning rate\\n only rises\n"
+
+
+# --- TensorBoard ----------------------------------------------------------------------------------
+def hparams_of(run_dir) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
+
+
+def test_hparams_are_those_of_the_resumed_run(tmp_path, synthetic_cifar):
+    from vitlab.configs import get_experiment
+    from vitlab.train import train
+
+    cfg = get_experiment(
+        "smoke", dataset="cifar10", data_dir=str(synthetic_cifar), num_steps=2, eval_every=2, warmup_steps=1,
+        log_dir=str(tmp_path / "TB"), save_dir=str(tmp_path / "Model"), name="resumed", progress=False,
+    )  # fmt: skip
+    train(cfg)
+    assert hparams_of(tmp_path / "TB" / "resumed")["num_steps"] == 2
+    train(cfg.replace(num_steps=5, resume="last"))
+    assert hparams_of(tmp_path / "TB" / "resumed")["num_steps"] == 5  # the run and its config.json say 5
+    assert len(list((tmp_path / "TB" / "resumed").glob("events.out.tfevents.*"))) == 3  # hparams + 2 segments
+
+
+def test_the_sample_grid_draws_across_classes(tmp_path):
+    """An ImageFolder lists its first class first; the grid takes one image of each class in turn, at random."""
+    from PIL import Image
+
+    from vitlab.configs import VITConfig
+    from vitlab.data import build_datasets
+    from vitlab.training.logs import sample_indices
+
+    for name in ("ant", "bee", "cat"):
+        (tmp_path / name).mkdir()
+        for i in range(10):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / name / f"{i}.png")
+    cfg = VITConfig(dataset="folder", data_dir=str(tmp_path), model_type="ViT-Test", img_size=32, val_split=0.1)
+    train_set = build_datasets(cfg)[0]
+    chosen = sample_indices(train_set, 16, seed=0)
+    labels = [train_set.base.targets[train_set.indices[i]] for i in chosen]
+    assert labels == [0, 1, 2] * 5 + [0] and len(set(chosen)) == 16
+    assert chosen != sorted(chosen)  # drawn at random within each class, not the first images
+    assert sample_indices(train_set, 16, seed=0) == chosen  # seeded
