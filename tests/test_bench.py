@@ -205,3 +205,13 @@ def test_trainer_benchmark_times_the_trainer_against_a_bare_loop():
     assert "device_strong" in report and "speed vs bare loop" in report and "scratch" in report
     with pytest.raises(ValueError, match="unknown pipeline"):
         run_trainer_benchmark(pipelines=("gpu",))
+
+
+def test_trainer_timing_runs_print_nothing_of_their_own(tmp_path, capsys):
+    """`bench --trainer` times many short runs; their run lines would bury its table."""
+    from vitlab.bench import trainer_config, trainer_seconds_per_step
+
+    cfg = trainer_config("ViT-Test", 32, 8, {}, steps=3, workdir=str(tmp_path), num_workers=0)
+    seconds = trainer_seconds_per_step(cfg.replace(name="quiet"), create_model("ViT-Test", num_classes=10), warmup=1)
+    assert 0 < seconds < math.inf
+    assert capsys.readouterr().out == ""

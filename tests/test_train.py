@@ -270,8 +270,9 @@ def test_resumed_scheduler_follows_the_new_num_steps_and_never_rises_after_the_e
 
 
 def test_warmup_longer_than_the_run_is_warned_about(tmp_path):
-    with pytest.warns(UserWarning, match="never decays"):
+    with pytest.warns(UserWarning, match="never decays; set warmup_steps below num_steps, e.g. 0") as caught:
         train(_cfg(tmp_path, num_steps=2, warmup_steps=5), train_set=_random_data(16))
+    assert caught[0].filename == __file__  # the caller's line, where the fix goes, not vitlab's own
 
 
 def test_adamw_decays_weights_but_not_embeddings_norms_or_biases(tmp_path):
