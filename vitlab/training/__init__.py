@@ -1,6 +1,7 @@
 """The parts of the trainer; `vitlab/train.py` puts them together into `train()` and its loop.
 
     devices.py      the device, the torchrun processes, the precision, the seeds
+    inputs.py       the checkpoint and data a run reads: every missing one named at once, before anything is written
     build.py        the config check, then the model, the data, the optimiser and the schedule
     batches.py      the seeded stream of training micro-batches (DataLoader or on-device augmentation)
     checkpoints.py  what a checkpoint holds, resuming from one
