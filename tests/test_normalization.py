@@ -21,7 +21,7 @@ from vitlab.predict import load_image, predict
 from vitlab.training.batches import build_device_batches, build_train_loader
 from vitlab.training.build import follow_model_normalization
 from vitlab.training.devices import Distributed
-from vitlab.training.logs import log_samples
+from vitlab.training.logs import log_samples, sample_indices
 from vitlab.weights.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from vitlab.weights.load import load_pretrained
 
@@ -121,7 +121,9 @@ def test_log_samples_undoes_the_normalisation():
 
     writer = Writer()
     log_samples(writer, dataset, seed=0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    torch.testing.assert_close(writer.images, pixels, atol=1e-6, rtol=0)
+    order = sample_indices(dataset, 16, seed=0)  # drawn at random, not the first items
+    assert sorted(order) == [0, 1, 2, 3]
+    torch.testing.assert_close(writer.images, pixels[order], atol=1e-6, rtol=0)
 
 
 def test_training_follows_the_given_models_normalisation(tmp_path, synthetic_cifar, monkeypatch):

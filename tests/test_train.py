@@ -269,6 +269,13 @@ def test_resumed_scheduler_follows_the_new_num_steps_and_never_rises_after_the_e
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12), step
 
 
+def test_get_experiment_keeps_the_recipes_warm_up_fraction_for_another_length():
+    assert get_experiment("finetune", num_steps=500).warmup_steps == 25  # 500 of 10,000 -> 25 of 500
+    assert get_experiment("scratch", num_steps=2000).warmup_steps == 100  # 1,000 of 20,000 -> 100 of 2,000
+    assert get_experiment("finetune", num_steps=500, warmup_steps=7).warmup_steps == 7  # asked for: kept
+    assert get_experiment("finetune", num_steps=20000, resume="last").warmup_steps == 500  # a resumed run's own
+
+
 def test_warmup_longer_than_the_run_is_warned_about(tmp_path):
     with pytest.warns(UserWarning, match="never decays; set warmup_steps below num_steps, e.g. 0") as caught:
         train(_cfg(tmp_path, num_steps=2, warmup_steps=5), train_set=_random_data(16))

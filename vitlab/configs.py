@@ -638,10 +638,29 @@ EXPERIMENTS: dict[str, dict] = {
 
 
 def get_experiment(experiment: str, /, **overrides) -> VITConfig:
-    """The ready-made experiment ("finetune", "scratch", "imagenet", "smoke") with `overrides` applied."""
+    """The ready-made experiment ("finetune", "scratch", "imagenet", "smoke") with `overrides` applied.
+
+    Another `num_steps` without a `warmup_steps` keeps the recipe's warm-up as the same fraction of the run
+    (`scaled_warmup`), except for a resumed run, which keeps its own.
+    """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; valid names: {', '.join(EXPERIMENTS)}")
-    return VITConfig(**copy.deepcopy(EXPERIMENTS[experiment])).replace(**overrides)  # model_overrides: a copy
+    recipe = VITConfig(**copy.deepcopy(EXPERIMENTS[experiment]))  # model_overrides: a copy
+    steps = overrides.get("num_steps")
+    if "warmup_steps" not in overrides and not overrides.get("resume") and type(steps) is int and steps >= 1:
+        overrides = {**overrides, "warmup_steps": scaled_warmup(recipe, steps)}
+    return recipe.replace(**overrides)
+
+
+def scaled_warmup(recipe: VITConfig, num_steps: int) -> int:
+    """The warm-up of `recipe` as the same fraction of a run of `num_steps`: finetune's 500 of 10,000 -> 25 of 500.
+
+    A recipe's warm-up is sized for its own length; kept in a shorter run it would only ever raise the
+    learning rate.
+    """
+    if num_steps == recipe.num_steps:
+        return recipe.warmup_steps
+    return max(0, min(round(recipe.warmup_steps * num_steps / recipe.num_steps), num_steps - 1))
 
 
 def find_runs(save_dir: str | os.PathLike, where=None) -> list[tuple[Path, VITConfig]]:

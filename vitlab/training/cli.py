@@ -22,6 +22,7 @@ from vitlab.configs import (
     field_comments,
     get_experiment,
     load_config,
+    scaled_warmup,
 )
 
 SEED_FLAGS = {  # the flags of the original ViT-pytorch train.py -> VITConfig fields
@@ -220,14 +221,10 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | 
 
 
 def scale_warmup(base: VITConfig, cfg: VITConfig, recipe: str) -> tuple[VITConfig, str | None]:
-    """`cfg` with the warm-up of `base` (the recipe) as the same fraction of `cfg.num_steps`, and a note saying so.
-
-    A recipe's warm-up is sized for its own length: finetune's 500 of 10,000 steps kept in a 500-step run
-    would only ever raise the learning rate. Scaled, it is 25 of 500, the recipe's 5%.
-    """
+    """`cfg` with the warm-up of `base` (the recipe) as the same fraction of `cfg.num_steps`, and a note saying so."""
     if cfg.num_steps == base.num_steps or cfg.warmup_steps != base.warmup_steps or base.warmup_steps == 0:
         return cfg, None
-    warmup = min(round(base.warmup_steps * cfg.num_steps / base.num_steps), cfg.num_steps - 1)
+    warmup = scaled_warmup(base, cfg.num_steps)
     note = (
         f"warm-up of {warmup} step{'s' * (warmup != 1)}, {recipe} {base.warmup_steps:,} of {base.num_steps:,} "
         f"scaled to these {cfg.num_steps:,} steps (--warmup_steps sets it)"
