@@ -48,6 +48,8 @@ class ModelConfig:
     resnet_layers: tuple[int, ...] | None = None  # hybrid: ResNet units per stage feeding 1x1 patches; None = pixels
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # inputs the weights expect: (pixel/255 - mean) / std
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (0.5, 0.5, 0.5) for both = Google's [-1, 1]
+    layer_scale_init: float | None = None  # LayerScale (DINOv2): per-channel gammas on each residual branch, from this
+    num_register_tokens: int = 0  # DINOv2's "_reg" models: 4 learned tokens after CLS, without positions
 
     def __post_init__(self):
         check_types(self)
@@ -56,6 +58,7 @@ class ModelConfig:
         for name in ("img_size", "patch_size", "in_chans", "hidden_size", "num_layers", "num_heads", "mlp_dim"):
             _check_range(self, name, low=1)
         _check_range(self, "num_classes", low=0)
+        _check_range(self, "num_register_tokens", low=0)
         if self.representation_size is not None:
             _check_range(self, "representation_size", low=1)
         for name in ("dropout_rate", "attention_dropout_rate", "drop_path_rate"):
@@ -152,6 +155,14 @@ def _imagenet(patch: int, width: int, depth: int, heads: int, mlp: int, **extra)
     )
 
 
+def _dinov2(width: int, depth: int, heads: int, registers: int) -> ModelConfig:
+    return ModelConfig(
+        img_size=518, patch_size=14, hidden_size=width, num_layers=depth, num_heads=heads, mlp_dim=4 * width,
+        num_classes=0, layer_scale_init=1e-5, num_register_tokens=registers, image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    )  # fmt: skip
+
+
 def _cifar(width: int, depth: int, heads: int, mlp: int) -> ModelConfig:
     return ModelConfig(
         img_size=32, patch_size=4, hidden_size=width, num_layers=depth, num_heads=heads, mlp_dim=mlp, num_classes=10
@@ -192,6 +203,14 @@ PRESETS: dict[str, ModelConfig] = {
     # 6.3 M parameters: the width and depth of omihub777/ViT-CIFAR, whose 90.9% (200 epochs) used patch 8
     # (16 tokens) and was read off the test set it also validated on; patch 4 here (64 tokens, ~4x the compute).
     "ViT-CIFAR-6M": _cifar(384, 7, 12, 384),
+    # DINOv2 (Oquab et al., 2023), self-supervised on 142 M images: patch 14, LayerScale, exact GELU,
+    # ImageNet mean/std inputs, positions learned on a 37 x 37 grid at 518 px (resized when loaded for
+    # another size). No head: the published weights are backbones. The "_reg" models add 4 registers.
+    **{
+        f"dinov2_vit{size}14{reg}": _dinov2(width, depth, heads, registers=4 if reg else 0)
+        for size, width, depth, heads in (("s", 384, 12, 6), ("b", 768, 12, 12), ("l", 1024, 24, 16))
+        for reg in ("", "_reg")
+    },
     # A few thousand parameters: for tests and the notebooks' smoke mode.
     "ViT-Test": ModelConfig(
         img_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, num_classes=10
@@ -213,6 +232,19 @@ ALIASES: dict[str, str] = {
     "vit_l_16": "ViT-L_16",
     "vit_l_32": "ViT-L_32",
     "vit_h_14": "ViT-H_14",
+    # timm's names of the DINOv2 backbones
+    **{
+        f"vit_{timm_size}_patch14{'_reg4' if reg else ''}_dinov2": f"dinov2_vit{size}14{reg}"
+        for size, timm_size in (("s", "small"), ("b", "base"), ("l", "large"))
+        for reg in ("", "_reg")
+    },
+}
+
+# Published models that vitlab's ViT cannot compute, and why (named instead of "unknown model").
+UNSUPPORTED = {
+    name: "DINOv2's ViT-g/14 has a SwiGLU MLP (three matrices, not fc1/fc2), which vitlab's model does not "
+    "implement: use dinov2_vitl14 (or timm's vit_giant_patch14_dinov2)"
+    for name in ("dinov2_vitg14", "dinov2_vitg14_reg", "vit_giant_patch14_dinov2", "vit_giant_patch14_reg4_dinov2")
 }
 
 
@@ -222,6 +254,8 @@ def resolve_model_name(name: str) -> str:
         return name
     if name in ALIASES:
         return ALIASES[name]
+    if name in UNSUPPORTED:
+        raise ValueError(f"model {name!r} is not supported: {UNSUPPORTED[name]}")
     raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
 
 
