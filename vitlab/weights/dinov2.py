@@ -6,7 +6,8 @@
   models keep the registers as `reg_token` and fold the CLS position into `cls_token`, so their
   `pos_embed` holds the patch grid only.
 - Hugging Face's (`facebook/dinov2-small`, `model.safetensors`): `embeddings.*` and
-  `encoder.layer.i.*`, with q, k and v as three Linear layers and LayerScale as `lambda1`.
+  `encoder.layer.i.*`, with q, k and v as three Linear layers (`attention.attention.query`; in the
+  state dict of a transformers >= 5 model, `attention.q_proj`) and LayerScale as `lambda1`.
 
 Each layout is one table of (theirs, vitlab's) name pieces; the names the other way are the same
 table read backwards. `mask_token` (the masked-patch token of pre-training) passes through and is
@@ -40,11 +41,17 @@ HF_NAMES = [
     ("^encoder.layer.", "^encoder.blocks."),
     (".attention.attention.qkv.", ".attn.to_qkv."),  # after q, k and v are joined (`_join_qkv`)
     (".attention.output.dense.", ".attn.to_out."),
+    (".attention.o_proj.", ".attn.to_out."),  # transformers >= 5 in memory; its files keep the names above
     (".layer_scale1.lambda1", ".ls1.gamma"),
     (".layer_scale2.lambda1", ".ls2.gamma"),
     ("^layernorm.", "^encoder.norm."),
 ]
-QKV = ("query", "key", "value")
+# Hugging Face's three projections: (pattern, their names, the joined layer), as its files name them and as
+# the state dict of a transformers >= 5 model names them.
+QKV_NAMES = [
+    (r"(.*\.attention\.attention\.)(query|key|value)\.(weight|bias)$", ("query", "key", "value"), "qkv"),
+    (r"(.*\.attention\.)(q_proj|k_proj|v_proj)\.(weight|bias)$", ("q_proj", "k_proj", "v_proj"), "attention.qkv"),
+]
 HF_PREFIX = "dinov2."  # Dinov2ForImageClassification keeps the backbone under this name
 
 
@@ -90,15 +97,18 @@ def _join_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Hugging Face's query / key / value Linear layers as one `qkv` layer (q, k, v stacked, as timm's)."""
     joined = {}
     for key, value in state_dict.items():
-        hit = re.match(r"(.*\.attention\.attention\.)(query|key|value)\.(weight|bias)$", key)
+        hit = next(((re.match(p, key), names, qkv) for p, names, qkv in QKV_NAMES if re.match(p, key)), None)
         if hit is None:
             joined[key] = value
-        elif hit.group(2) == "query":
-            prefix, kind = hit.group(1), hit.group(3)
-            parts = [state_dict.get(f"{prefix}{name}.{kind}") for name in QKV]
-            if any(part is None for part in parts):
-                raise CheckpointError(f"{prefix}query.{kind} has no key and value beside it")
-            joined[f"{prefix}qkv.{kind}"] = torch.cat(parts, dim=0)  # (3D, D) or (3D,)
+            continue
+        match, names, qkv = hit
+        prefix, kind = match.group(1), match.group(3)
+        if match.group(2) != names[0]:
+            continue  # joined when its query was met
+        parts = [state_dict.get(f"{prefix}{name}.{kind}") for name in names]
+        if any(part is None for part in parts):
+            raise CheckpointError(f"{prefix}{names[0]}.{kind} has no {names[1]} and {names[2]} beside it")
+        joined[f"{prefix}{qkv}.{kind}"] = torch.cat(parts, dim=0)  # (3D, D) or (3D,)
     return joined
 
 
