@@ -302,6 +302,10 @@ class VITConfig:
     eval_batch_size: int = 64  # images per forward pass when evaluating
     eval_every: int = 100  # evaluate on the validation split every so many optimiser steps
     learning_rate: float = 3e-2  # peak learning rate, reached at the end of warmup
+    head_learning_rate: float | None = (
+        None  # the head's peak rate; None = learning_rate (transfer: 100x the backbone's)
+    )
+    freeze_backbone: bool = False  # train the head only: a linear probe (features computed once when not augmented)
     weight_decay: float = 0.0  # 0 for the fine-tuning protocol; AdamW runs decay weights but not biases/norms
     num_steps: int = 10000  # optimiser steps in total (steps, not epochs, as in the paper's fine-tuning)
     warmup_steps: int = 500  # linear warmup from 0 to learning_rate
@@ -335,6 +339,8 @@ class VITConfig:
             _check_range(self, name, low=1)
         for name in ("warmup_steps", "num_workers", "learning_rate", "weight_decay", "max_grad_norm"):
             _check_range(self, name, low=0)
+        if self.head_learning_rate is not None:
+            _check_range(self, "head_learning_rate", low=0)
         for name in ("label_smoothing", "momentum", "val_split"):
             _check_range(self, name, low=0, high=1)
         _check_range(self, "local_rank", low=-1)
@@ -648,6 +654,36 @@ EXPERIMENTS: dict[str, dict] = {
         val_split=0.0,  # ImageNet's val/ folder is the validation set
         model_overrides={"dropout_rate": 0.1, "drop_path_rate": 0.1},
         num_workers=8,
+    ),
+    # A pre-trained backbone adapted to a new labelled set on a CPU in minutes: DINOv2 ViT-S/14 (Meta's file;
+    # timm's, Hugging Face's or any other ViT's weights work too) at 112 px (8 x 8 patches of 14), AdamW with
+    # a small rate for the backbone and a 100x larger one for the new zero head, crop + flip, label smoothing.
+    # 150 steps of 64 are about two passes over 4,000 photos (docs/results.md). With --freeze_backbone and
+    # --augment none it is a linear probe on features computed once.
+    "transfer": dict(
+        dataset="folder",
+        data_dir="./data/photos",
+        model_type="dinov2_vits14",
+        pretrained_dir="./Pretrained/dinov2_vits14_pretrain.pth",
+        record_algo="transfer",
+        img_size=112,
+        train_batch_size=64,
+        eval_batch_size=128,
+        eval_every=50,
+        optimizer="adamw",
+        momentum=0.9,
+        learning_rate=3e-5,
+        head_learning_rate=3e-3,
+        weight_decay=0.05,
+        num_steps=150,
+        warmup_steps=10,
+        decay_type="cosine",
+        max_grad_norm=1.0,
+        label_smoothing=0.1,
+        augment="basic",
+        val_split=0.1,
+        log_every=10,
+        num_workers=2,
     ),
     # Seconds on a CPU: the tiny ViT-Test model on synthetic CIFAR-format data (tests, smoke mode).
     "smoke": dict(
