@@ -302,9 +302,7 @@ class VITConfig:
     eval_batch_size: int = 64  # images per forward pass when evaluating
     eval_every: int = 100  # evaluate on the validation split every so many optimiser steps
     learning_rate: float = 3e-2  # peak learning rate, reached at the end of warmup
-    head_learning_rate: float | None = (
-        None  # the head's peak rate; None = learning_rate (transfer: 100x the backbone's)
-    )
+    head_learning_rate: float | None = None  # the head's peak rate; None: learning_rate (transfer: 100x)
     freeze_backbone: bool = False  # train the head only: a linear probe (features computed once when not augmented)
     weight_decay: float = 0.0  # 0 for the fine-tuning protocol; AdamW runs decay weights but not biases/norms
     num_steps: int = 10000  # optimiser steps in total (steps, not epochs, as in the paper's fine-tuning)
