@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from vitlab import cli
 from vitlab.configs import VITConfig, export_config, resume_config
 from vitlab.evaluate import autocast_context, evaluate
-from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
+from vitlab.training.batches import build_device_batches, build_train_loader, check_data, prepare_batch
 from vitlab.training.build import (
     augment_where_possible,
     build_data,
@@ -44,7 +44,14 @@ from vitlab.training.build import (
     class_names_of,
     follow_model_normalization,
 )
-from vitlab.training.checkpoints import checkpoint_state, reconcile_best, restore, resume_path
+from vitlab.training.checkpoints import (
+    check_same_classes,
+    checkpoint_state,
+    reconcile_best,
+    restore,
+    resume_path,
+    set_aside,
+)
 from vitlab.training.cli import parse_command_line
 from vitlab.training.devices import (
     Distributed,
@@ -63,6 +70,7 @@ from vitlab.training.stops import (
     resume_command,
 )
 from vitlab.weights.checkpoint import load_checkpoint, model_from_state, save_checkpoint
+from vitlab.weights.files import DiskFullError
 
 
 # --- one optimiser step ---------------------------------------------------------------------------
@@ -147,6 +155,7 @@ class _Run:
 
         self.env, self.device = env, env.device
         self.resume_state, self.notes, self.model_given = None, [], model is not None
+        self.damaged_best = None  # an unreadable best.pt of the resumed run, set aside once the folder is claimed
         if cfg.resume:
             self.resume_state, cfg = self.load_resume_state(cfg, given_fields)
         cfg = augment_where_possible(cfg)
@@ -180,6 +189,10 @@ class _Run:
             self.train_set, self.val_set, self.test_set, self.class_names = build_data(
                 cfg, train_set, val_set, test_set, model
             )
+        if self.resume_state is not None:
+            check_same_classes(self.resume_state, self.class_names, cfg)
+        data = (self.train_set, self.val_set, self.test_set, self.class_names)
+        check_data(cfg, *data, model, given=train_set is not None)  # before anything is written
         self.model = model.to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.device)
@@ -206,7 +219,7 @@ class _Run:
                 listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
                 self.notes.append(f"resuming with changed settings: {listed}")
         if path.name == "last.pt" and path.parent == Path(cfg.save_dir) / cfg.run_name:
-            state, note = reconcile_best(path.parent, state)
+            state, note, self.damaged_best = reconcile_best(path.parent, state)
             if note:
                 self.notes.append(note)
         if state["step"] >= cfg.num_steps:
@@ -233,6 +246,8 @@ class _Run:
             if self.resume_state is None and (self.run_dir / "last.pt").exists():  # it came while we set up
                 raise FileExistsError(f"run folder {self.run_dir} got another run's checkpoints: choose another --name")
             sweep_temporaries(self.run_dir)
+            if self.damaged_best is not None:
+                set_aside(self.damaged_best)
             for note in self.notes:
                 print(note)
             self.write_config()
@@ -307,7 +322,7 @@ class _Run:
         cfg, env = self.cfg, self.env
         model = self.wrapped_model().train()
         build_batches = build_device_batches if cfg.device_augment else build_train_loader
-        batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step))
+        batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step, len(self.class_names)))
         # A bar on a terminal or in a notebook; piped to a file, plain lines instead (a bar there is a line per update).
         self.bar = None
         if env.is_main and cfg.progress and interactive_output():
@@ -463,7 +478,13 @@ class _Run:
             self.cfg, self.model, self.optimizer, self.scheduler, self.scaler, self.step,
             (self.best_accuracy, self.best_step), self.class_names,
         )  # fmt: skip
-        return save_checkpoint(self.run_dir / filename, state)
+        try:
+            return save_checkpoint(self.run_dir / filename, state)
+        except DiskFullError as error:
+            kept = "no checkpoint had been written yet; run the command again once there is space"
+            if self.saved_step:
+                kept = f"the checkpoints of step {self.saved_step} are kept; continue with: {resume_command(self.cfg)}"
+            raise DiskFullError(f"{error}; {kept}") from None
 
     def finish(self) -> dict:
         """Test the best checkpoint (main process), close the writer."""
