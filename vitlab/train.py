@@ -70,7 +70,7 @@ from vitlab.training.stops import (
     resume_command,
 )
 from vitlab.weights.checkpoint import load_checkpoint, model_from_state, save_checkpoint
-from vitlab.weights.files import DiskFullError
+from vitlab.weights.files import DiskFullError, disk_full_error
 
 
 # --- one optimiser step ---------------------------------------------------------------------------
@@ -480,11 +480,12 @@ class _Run:
         )  # fmt: skip
         try:
             return save_checkpoint(self.run_dir / filename, state)
-        except DiskFullError as error:
-            kept = "no checkpoint had been written yet; run the command again once there is space"
+        except DiskFullError:
+            fix = "no checkpoint had been written yet: free some space there and run the command again"
             if self.saved_step:
-                kept = f"the checkpoints of step {self.saved_step} are kept; continue with: {resume_command(self.cfg)}"
-            raise DiskFullError(f"{error}; {kept}") from None
+                fix = (f"the checkpoints of step {self.saved_step} are kept: free some space there and continue with: "
+                       f"{resume_command(self.cfg)}")  # fmt: skip
+            raise disk_full_error(self.run_dir / filename, "the checkpoint", fix) from None
 
     def finish(self) -> dict:
         """Test the best checkpoint (main process), close the writer."""
