@@ -172,13 +172,15 @@ def damaged_cifar_file(folder: Path, reader, train: bool) -> str | None:
     does not hold a batch (torchvision's reader names none of them); None when every file reads."""
     from torchvision.datasets.utils import check_integrity
 
-    files = list(reader.train_list if train else reader.test_list) + [[reader.meta["filename"], reader.meta["md5"]]]
-    for filename, md5 in files:
+    meta = [[reader.meta["filename"], reader.meta["md5"]]]
+    for filename, md5 in [*reader.train_list, *reader.test_list, *meta]:  # torchvision wants all of them
         path = folder / filename
         if not path.is_file():
             return f"{path} is missing"
         if md5 is not None and not check_integrity(str(path), md5):
             return f"{path} differs from the published file (its checksum)"
+    for filename, _ in [*(reader.train_list if train else reader.test_list), *meta]:  # those the split reads
+        path = folder / filename
         try:
             with open(path, "rb") as f:
                 entry = pickle.load(f, encoding="latin1")
