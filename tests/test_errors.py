@@ -45,6 +45,8 @@ def files(tmp_path_factory):
     torch.save({"model": _Evil()}, work / "evil.pt")
     torch.save({"model": model.state_dict(), "model_config": {**model_config, "hidden_size": 64}}, work / "mismatch.pt")
     (work / "html.pt").write_text("<html><body>Not Found</body></html>")
+    good = (work / "good.pt").read_bytes()
+    (work / "truncated.pt").write_bytes(good[: len(good) // 2])  # torch's reader: "[Errno 22] Invalid argument"
     np.savez(work / "other.npz", weights=np.zeros(3))
     _bad_data(work)
     return work
@@ -86,6 +88,7 @@ BAD_INPUT = [
     ("evaluate", [], 2, "required: --checkpoint"),
     ("evaluate", ["--checkpoint", "{w}/evil.pt"], 1, "evil.pt contains a pickled Python object (posix.system)"),
     ("evaluate", ["--checkpoint", "{w}/adir"], 1, "adir is a folder: give a checkpoint file"),
+    ("evaluate", ["--checkpoint", "{w}/truncated.pt"], 1, "truncated.pt cannot be read ("),
     ("evaluate", ["--checkpoint", "{w}/mismatch.pt"], 1, "mismatch.pt: its weights do not fit its own model_config"),
     ("predict", ["{w}/ok.png", "--checkpoint", "{w}/html.pt"], 1, "html.pt is a web page (HTML)"),
     ("predict", ["{w}/ok.png", "--checkpoint", "{w}/other.npz"], 1, "other.npz is not a Google ViT .npz: it lacks"),
@@ -155,6 +158,7 @@ BAD_TRAINING = [
     (["--resume", "{w}/evil.pt"], 1, "contains a pickled Python object (posix.system) besides tensors and was refused"),
     (["--resume", "{w}/html.pt"], 1, "html.pt is a web page (HTML), not a PyTorch checkpoint"),
     (["--resume", "{w}/adir"], 1, "adir is a folder: give a checkpoint file"),
+    (["--resume", "{w}/truncated.pt"], 1, "the file is truncated or not a PyTorch checkpoint; copy it again"),
     (["--train_batch_size", "33", "--gradient_accumulation_steps", "2"], 1, "train_batch_size 33 is not divisible"),
     (["--bogus_flag", "1"], 2, "unrecognized arguments: --bogus_flag 1"),
     (["--dataset", "cifar10", "--data_dir", "{w}/cifar_label15"], 1,
