@@ -23,7 +23,7 @@ from torchvision import datasets, transforms
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig, get_model_config
 from vitlab.images import read_image
-from vitlab.weights.files import atomic_write
+from vitlab.weights.files import atomic_write, disk_full_cause, disk_full_error
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written beside synthetic batches so they are never taken for the real files
@@ -152,6 +152,9 @@ def load_cifar(name: str, root: str | os.PathLike, train: bool, download: bool =
             f"delete that folder to download them again, or extract {archive} there anew"
         ) from None
     except (urllib.error.URLError, OSError, RuntimeError) as error:
+        if disk_full_cause(error) is not None:  # the download or its extraction, not the network
+            fix = "free some space there, or choose another --data_dir"
+            raise disk_full_error(root / archive, f"the {name} download", fix) from None
         if (root / folder).is_dir() and any((root / folder).iterdir()):
             damaged = damaged_cifar_file(root / folder, _SyntheticCIFAR10 if synthetic else reader, train)
             raise ValueError(
