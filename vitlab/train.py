@@ -36,13 +36,16 @@ from vitlab.evaluate import autocast_context, evaluate
 from vitlab.training.batches import build_device_batches, build_train_loader, check_data, prepare_batch
 from vitlab.training.build import (
     augment_where_possible,
+    backbone_features,
     build_data,
     build_model,
     build_optimizer,
     build_scheduler,
     check_config,
     class_names_of,
+    features_once,
     follow_model_normalization,
+    freeze_backbone,
 )
 from vitlab.training.checkpoints import (
     check_same_classes,
@@ -193,7 +196,12 @@ class _Run:
             check_same_classes(self.resume_state, self.class_names, cfg)
         data = (self.train_set, self.val_set, self.test_set, self.class_names)
         check_data(cfg, *data, model, given=train_set is not None)  # before anything is written
+        if cfg.freeze_backbone:
+            freeze_backbone(model)
         self.model = model.to(self.device)
+        # What the steps train and read: the model on images, or in a linear probe on features computed once
+        # (`features_once`) its head on those features (set in `train_and_test`).
+        self.trained, self.train_inputs, self.val_inputs = self.model, self.train_set, self.val_set
         self.precision = resolve_precision(cfg.precision, self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.device)
         self.scheduler = build_scheduler(cfg, self.optimizer)
@@ -232,7 +240,7 @@ class _Run:
         return state, cfg
 
     def wrapped_model(self) -> torch.nn.Module:
-        model = self.model
+        model = self.trained
         if self.env.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -278,6 +286,12 @@ class _Run:
         if env.is_main:
             self.say_where()
         start_time, start_step = time.perf_counter(), self.step
+        if features_once(cfg):
+            self.say(f"linear probe: the frozen backbone's features of {len(self.train_set)} training images, once")
+            self.trained = self.model.head
+            self.train_inputs = backbone_features(self.model, self.train_set, cfg, self.device, self.precision)
+            if self.val_set is not None:
+                self.val_inputs = backbone_features(self.model, self.val_set, cfg, self.device, self.precision)
         try:
             with self.stops.installed():
                 self.loop()
@@ -321,8 +335,14 @@ class _Run:
     def loop(self) -> None:
         cfg, env = self.cfg, self.env
         model = self.wrapped_model().train()
-        build_batches = build_device_batches if cfg.device_augment else build_train_loader
-        batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step, len(self.class_names)))
+        classes = len(self.class_names)  # labels are checked as they are read
+        if self.trained is not self.model:  # features in memory: no augmentation, no workers
+            batches = iter(
+                build_train_loader(cfg.replace(num_workers=0), self.train_inputs, self.micro, env, self.step, classes)
+            )
+        else:
+            build_batches = build_device_batches if cfg.device_augment else build_train_loader
+            batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step, classes))
         # A bar on a terminal or in a notebook; piped to a file, plain lines instead (a bar there is a line per update).
         self.bar = None
         if env.is_main and cfg.progress and interactive_output():
@@ -436,7 +456,7 @@ class _Run:
         cfg = self.cfg
         metrics = None
         if self.val_set is not None:
-            metrics = evaluate(self.model, self.val_set, cfg.eval_batch_size, self.device, self.precision)
+            metrics = evaluate(self.trained, self.val_inputs, cfg.eval_batch_size, self.device, self.precision)
             if self.history:
                 self.history[-1].update(val_accuracy=metrics["top1"], val_loss=metrics["loss"])
         # Without a validation split the latest weights count as the best ones.

@@ -23,7 +23,8 @@ from vitlab.weights.files import disk_full_cause, disk_full_error
 
 BASE_URL = "https://storage.googleapis.com/vit_models/"
 URL_ENV = "VITLAB_PRETRAINED_URL"
-VARIANTS = ("imagenet21k", "imagenet21k+imagenet2012", "augreg", "mae")
+VARIANTS = ("imagenet21k", "imagenet21k+imagenet2012", "augreg", "mae", "dinov2")
+DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/"
 
 # The best upstream checkpoint of each size from "How to train your ViT?" (Steiner et al., AugReg),
 # as recommended in the README of google-research/vision_transformer. Pre-trained on ImageNet-21k,
@@ -54,6 +55,13 @@ CHECKPOINTS: dict[str, dict[str, str]] = {
     # Not Google's: MAE's ViT-B/16 fine-tuned on ImageNet-1k (83.6% top-1), a PyTorch state dict in
     # timm's names for the vit_base_p16 preset. Full addresses keep the publisher's file name locally.
     "mae": {"mae_finetuned_vit_base": "https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_base.pth"},
+    # Meta's DINOv2 backbones (self-supervised on LVD-142M, no head), PyTorch state dicts in Meta's names for the
+    # dinov2_* presets of the same name. Apache-2.0.
+    "dinov2": {
+        f"dinov2_vit{size}14{reg}": f"{DINOV2_URL}dinov2_vit{size}14/dinov2_vit{size}14{reg and '_reg4'}_pretrain.pth"
+        for size in "sbl"
+        for reg in ("", "_reg")
+    },
 }
 
 CHUNK = 1 << 20
