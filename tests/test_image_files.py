@@ -17,7 +17,7 @@ from PIL import Image
 
 from vitlab import cli
 from vitlab.data import ImageFolder, build_folder_eval_set
-from vitlab.images import UnreadableImageError, read_image
+from vitlab.images import UnreadableImageError, read_image, to_rgb
 from vitlab.predict import load_image
 
 STOPS = "the run stops at this file rather than skip it: replace or delete the file, then run the command again"
@@ -105,6 +105,10 @@ def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped(tmp_path):
     np.testing.assert_array_equal(pixels[..., 0], np.rint(values / 257).astype(np.uint8))
     assert pixels[0, 0].tolist() == [0, 0, 0] and pixels[-1, -1].tolist() == [255, 255, 255]
     assert abs(pixels.mean() - 127.5) < 0.5
+    as_int32 = to_rgb(Image.fromarray(values.astype(np.int32)))  # mode I, as older Pillow versions read 16-bit PNGs
+    np.testing.assert_array_equal(np.asarray(as_int32), pixels)
+    eight_bit_in_i = to_rgb(Image.fromarray(np.arange(256, dtype=np.int32).reshape(16, 16)))  # mode I, 0-255: as is
+    assert np.asarray(eight_bit_in_i)[..., 0].ravel().tolist() == list(range(256))
     # predict and the folder loader read it as the 8-bit picture
     torch.testing.assert_close(load_image(tmp_path / "scan16.png", 32), load_image(tmp_path / "scan8.png", 32))
     torch.testing.assert_close(

@@ -24,12 +24,10 @@ class UnreadableImageError(ValueError):
 def to_rgb(image: Image.Image) -> Image.Image:
     """`image` as 8-bit RGB; 16-bit grey values (0-65535) are scaled by 255 / 65535, not clipped at 255."""
     if image.mode in SIXTEEN_BIT_MODES:
-        pixels = np.asarray(image)
+        pixels = np.asarray(image).astype(np.float64)
         if image.mode != "I" or pixels.max(initial=0) > 255:  # mode "I" holding 8-bit values needs no scaling
-            pixels = np.clip(pixels, 0, 65535).astype(np.float64) / 257.0  # 65535 / 257 = 255
-            image = Image.fromarray(np.rint(pixels).astype(np.uint8), mode="L")
-        else:
-            image = Image.fromarray(pixels.astype(np.uint8), mode="L")
+            pixels = np.clip(pixels, 0, 65535) / 257.0  # 65535 / 257 = 255
+        image = Image.fromarray(np.rint(np.clip(pixels, 0, 255)).astype(np.uint8))  # (H, W) uint8: mode L
     return image.convert("RGB")
 
 
