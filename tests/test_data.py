@@ -151,7 +151,7 @@ def test_a_cifar_download_into_a_full_disk_says_the_disk_is_full(tmp_path, monke
     with pytest.raises(OSError) as full:
         load_cifar("cifar10", tmp_path, train=True)
     assert str(full.value).startswith(
-        f"the disk is full (no space left on device): could not write the cifar10 download "
+        f"the disk is full (No space left on device): could not write the cifar10 download "
         f"{tmp_path / 'cifar-10-python.tar.gz'} ("
     )
     assert str(full.value).endswith("free there); free some space there, or choose another --data_dir")

@@ -53,7 +53,7 @@ def test_a_full_disk_under_atomic_write_names_the_path_and_keeps_the_old_file(tm
         with atomic_write(path, "w") as f:
             f.write("new")
     assert re.fullmatch(
-        rf"the disk is full \(no space left on device\): could not write {re.escape(str(path))} \({FREE} free there\); "
+        rf"the disk is full \(No space left on device\): could not write {re.escape(str(path))} \({FREE} free there\); "
         r"free some space on that disk, or write to another one \(the file there before is unchanged\)",
         str(full.value),
     )
@@ -64,7 +64,7 @@ def test_a_full_disk_under_atomic_write_names_the_path_and_keeps_the_old_file(tm
 def test_torch_saves_unexpected_pos_error_is_reported_as_the_full_disk_it_hides(tmp_path):
     """torch.save turns a failed write into `RuntimeError: [enforce fail at inline_container.cc] unexpected pos`."""
     path = tmp_path / "last.pt"
-    with pytest.raises(DiskFullError, match=rf"^the disk is full \(no space left on device\): could not write {path} "):
+    with pytest.raises(DiskFullError, match=rf"^the disk is full \(No space left on device\): could not write {path} "):
         with atomic_write(path):
             try:
                 raise NO_SPACE
@@ -127,7 +127,7 @@ def test_tensorboard_that_cannot_write_warns_once_and_logs_nothing_more(tmp_path
     err = capsys.readouterr().err
     [line] = err.splitlines()
     assert re.fullmatch(
-        r"warning: TensorBoard stopped logging \(the disk is full \(no space left on device\): could not write "
+        r"warning: TensorBoard stopped logging \(the disk is full \(No space left on device\): could not write "
         rf"{re.escape(str(tmp_path / 'TB' / 'run'))} \({FREE} free there\)\); the run goes on without it, and its "
         r"checkpoints are still saved",
         line,
@@ -142,7 +142,7 @@ def test_a_checkpoint_on_a_real_full_disk_is_a_disk_full_error_and_the_old_one_s
     before = (disk / "last.pt").read_bytes()
     with pytest.raises(DiskFullError) as full:
         save_checkpoint(disk / "last.pt", {"step": 2, "weights": torch.ones(100_000)})  # 400 kB on 64 KiB
-    assert str(full.value).startswith(f"the disk is full (no space left on device): could not write {disk}/last.pt (")
+    assert str(full.value).startswith(f"the disk is full (No space left on device): could not write {disk}/last.pt (")
     assert "unexpected pos" not in str(full.value)
     assert (disk / "last.pt").read_bytes() == before and load_checkpoint(disk / "last.pt")["step"] == 1
     assert [p.name for p in disk.iterdir()] == ["last.pt"]  # no temporary file stays
@@ -161,7 +161,7 @@ def test_a_run_whose_disk_fills_up_stops_with_one_line_and_keeps_its_checkpoints
     [line] = err.splitlines()
     run_dir = disk / "run"
     assert line.startswith(
-        f"error: the disk is full (no space left on device): could not write the checkpoint {run_dir}/best.pt ("
+        f"error: the disk is full (No space left on device): could not write the checkpoint {run_dir}/best.pt ("
     )
     assert line.endswith(
         f"free there); the checkpoints of step 2 are kept: free some space there and continue with: "
@@ -179,7 +179,7 @@ def test_a_full_disk_at_the_start_names_the_path_and_leaves_no_lock(tmp_path, sy
     assert code == 1
     [line] = err.splitlines()
     assert line.startswith(
-        f"error: the disk is full (no space left on device): could not write the run's lock {disk}/run/run.lock ("
+        f"error: the disk is full (No space left on device): could not write the run's lock {disk}/run/run.lock ("
     )
     assert line.endswith("free there); free some space there and run the command again, or choose another --output_dir")
     assert list((disk / "run").iterdir()) == [] and not (tmp_path / "TB").exists()
@@ -198,7 +198,7 @@ def test_tensorboard_on_a_full_disk_warns_once_and_the_run_saves_its_checkpoints
     assert done.returncode == 0, done.stderr
     [warning] = done.stderr.splitlines()
     assert warning.startswith(
-        f"warning: TensorBoard stopped logging (the disk is full (no space left on device): could not write {disk}/run"
+        f"warning: TensorBoard stopped logging (the disk is full (No space left on device): could not write {disk}/run"
     )
     assert warning.endswith("the run goes on without it, and its checkpoints are still saved")
     run_dir = tmp_path / "Model" / "run"

@@ -192,7 +192,7 @@ def test_a_download_into_a_full_disk_says_the_local_disk_is_full(server, tmp_pat
     line = err.splitlines()[-1]
     assert err.count("error:") == 1 and "Traceback" not in err
     assert line.startswith(
-        f"error: the local disk is full (no space left on device): could not write the download {part}"
+        f"error: the local disk is full (No space left on device): could not write the download {part}"
     )
     kept = part.stat().st_size
     assert 0 < kept <= 64 * 1024

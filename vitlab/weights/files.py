@@ -52,13 +52,13 @@ def _free_space(path: Path) -> str:
 
 
 def disk_full_error(path: str | os.PathLike, what: str = "", fix: str = "", disk: str = "the disk") -> DiskFullError:
-    """ "the disk is full (no space left on device): could not write <what> <path> (<free> free there); <fix>"."""
+    """ "the disk is full (No space left on device): could not write <what> <path> (<free> free there); <fix>"."""
     path = Path(path)
     what = f"{what} " if what else ""
     fix = fix or "free some space on that disk, or write to another one"
     return DiskFullError(
-        f"{disk} is full (no space left on device): could not write {what}{path} ({_free_space(path)} free there); "
-        f"{fix}"
+        f"{disk} is full ({os.strerror(errno.ENOSPC)}): could not write {what}{path} ({_free_space(path)} free "
+        f"there); {fix}"
     )
 
 
