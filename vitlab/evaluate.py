@@ -53,7 +53,7 @@ def evaluate(
         with autocast_context(device, precision):
             logits = model(images)
         logits = logits.float()  # (B, num_classes)
-        check_labels(labels, logits.shape[1], seen)  # on the CPU copy: no wait for the device
+        check_labels(labels, logits.shape[1], seen)  # before .to(device): a loader's CPU labels, no wait for the device
         seen += len(labels)
         labels = labels.to(device, non_blocking=True)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
