@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from vitlab import cli
 from vitlab.configs import VITConfig, export_config, resume_config
 from vitlab.evaluate import autocast_context, evaluate
-from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
+from vitlab.training.batches import build_device_batches, build_train_loader, check_data, prepare_batch
 from vitlab.training.build import (
     augment_where_possible,
     backbone_features,
@@ -47,7 +47,14 @@ from vitlab.training.build import (
     follow_model_normalization,
     freeze_backbone,
 )
-from vitlab.training.checkpoints import checkpoint_state, reconcile_best, restore, resume_path
+from vitlab.training.checkpoints import (
+    check_same_classes,
+    checkpoint_state,
+    reconcile_best,
+    restore,
+    resume_path,
+    set_aside,
+)
 from vitlab.training.cli import parse_command_line
 from vitlab.training.devices import (
     Distributed,
@@ -66,6 +73,7 @@ from vitlab.training.stops import (
     resume_command,
 )
 from vitlab.weights.checkpoint import load_checkpoint, model_from_state, save_checkpoint
+from vitlab.weights.files import DiskFullError, disk_full_error
 
 
 # --- one optimiser step ---------------------------------------------------------------------------
@@ -150,6 +158,7 @@ class _Run:
 
         self.env, self.device = env, env.device
         self.resume_state, self.notes, self.model_given = None, [], model is not None
+        self.damaged_best = None  # an unreadable best.pt of the resumed run, set aside once the folder is claimed
         if cfg.resume:
             self.resume_state, cfg = self.load_resume_state(cfg, given_fields)
         cfg = augment_where_possible(cfg)
@@ -183,6 +192,10 @@ class _Run:
             self.train_set, self.val_set, self.test_set, self.class_names = build_data(
                 cfg, train_set, val_set, test_set, model
             )
+        if self.resume_state is not None:
+            check_same_classes(self.resume_state, self.class_names, cfg)
+        data = (self.train_set, self.val_set, self.test_set, self.class_names)
+        check_data(cfg, *data, model, given=train_set is not None)  # before anything is written
         if cfg.freeze_backbone:
             freeze_backbone(model)
         self.model = model.to(self.device)
@@ -214,7 +227,7 @@ class _Run:
                 listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
                 self.notes.append(f"resuming with changed settings: {listed}")
         if path.name == "last.pt" and path.parent == Path(cfg.save_dir) / cfg.run_name:
-            state, note = reconcile_best(path.parent, state)
+            state, note, self.damaged_best = reconcile_best(path.parent, state)
             if note:
                 self.notes.append(note)
         if state["step"] >= cfg.num_steps:
@@ -241,6 +254,8 @@ class _Run:
             if self.resume_state is None and (self.run_dir / "last.pt").exists():  # it came while we set up
                 raise FileExistsError(f"run folder {self.run_dir} got another run's checkpoints: choose another --name")
             sweep_temporaries(self.run_dir)
+            if self.damaged_best is not None:
+                set_aside(self.damaged_best)
             for note in self.notes:
                 print(note)
             self.write_config()
@@ -320,13 +335,14 @@ class _Run:
     def loop(self) -> None:
         cfg, env = self.cfg, self.env
         model = self.wrapped_model().train()
+        classes = len(self.class_names)  # labels are checked as they are read
         if self.trained is not self.model:  # features in memory: no augmentation, no workers
             batches = iter(
-                build_train_loader(cfg.replace(num_workers=0), self.train_inputs, self.micro, env, self.step)
+                build_train_loader(cfg.replace(num_workers=0), self.train_inputs, self.micro, env, self.step, classes)
             )
         else:
             build_batches = build_device_batches if cfg.device_augment else build_train_loader
-            batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step))
+            batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step, classes))
         # A bar on a terminal or in a notebook; piped to a file, plain lines instead (a bar there is a line per update).
         self.bar = None
         if env.is_main and cfg.progress and interactive_output():
@@ -482,7 +498,14 @@ class _Run:
             self.cfg, self.model, self.optimizer, self.scheduler, self.scaler, self.step,
             (self.best_accuracy, self.best_step), self.class_names,
         )  # fmt: skip
-        return save_checkpoint(self.run_dir / filename, state)
+        try:
+            return save_checkpoint(self.run_dir / filename, state)
+        except DiskFullError:
+            fix = "no checkpoint had been written yet: free some space there and run the command again"
+            if self.saved_step:
+                fix = (f"the checkpoints of step {self.saved_step} are kept: free some space there and continue with: "
+                       f"{resume_command(self.cfg)}")  # fmt: skip
+            raise disk_full_error(self.run_dir / filename, "the checkpoint", fix) from None
 
     def finish(self) -> dict:
         """Test the best checkpoint (main process), close the writer."""

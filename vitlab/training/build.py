@@ -103,6 +103,8 @@ def class_names_of(cfg: VITConfig, train_set: Dataset, model=None) -> list[str]:
         labels = getattr(train_set, "targets", None)
         if labels is None:
             labels = [int(train_set[i][1]) for i in range(len(train_set))]
+        if len(labels) == 0:
+            raise ValueError("the training set is empty (0 samples): give a training set with at least one sample")
         names = [str(i) for i in range(int(max(labels)) + 1)]
     return list(names)
 

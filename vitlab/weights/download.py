@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from vitlab.weights.files import disk_full_cause, disk_full_error
+
 BASE_URL = "https://storage.googleapis.com/vit_models/"
 URL_ENV = "VITLAB_PRETRAINED_URL"
 VARIANTS = ("imagenet21k", "imagenet21k+imagenet2012", "augreg", "mae", "dinov2")
@@ -164,21 +166,21 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         received = offset
-        with (
-            open(part, "ab" if offset else "wb") as f,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=part.name[:-5],
-                disable=not progress,
-            ) as bar,
-        ):
-            window_start, window_bytes = time.monotonic(), 0
-            try:
-                while chunk := response.read1(CHUNK):  # what has arrived, not a wait for a whole chunk
+        try:
+            with (
+                open(part, "ab" if offset else "wb") as f,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=part.name[:-5],
+                    disable=not progress,
+                ) as bar,
+            ):
+                window_start, window_bytes = time.monotonic(), 0
+                while chunk := _read(response, url):  # what has arrived, not a wait for a whole chunk
                     f.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
@@ -189,12 +191,27 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
                         raise ConnectionError(
                             f"download of {url} stalled: {window_bytes:,} bytes in the last {stall_seconds:g} s"
                         )
-            except ConnectionError:
-                raise
-            except (TimeoutError, http.client.IncompleteRead, OSError) as error:
-                raise ConnectionError(f"download of {url} interrupted ({type(error).__name__})") from error
+        except ConnectionError:
+            raise
+        except OSError as error:  # reading the network is _read's: this is the local disk refusing the bytes
+            if disk_full_cause(error) is None:
+                raise OSError(error.errno, f"could not write the download ({error.strerror})", str(part)) from None
+            kept = part.stat().st_size if part.exists() else 0
+            fix = (
+                f"the {kept:,} bytes received are kept there: free some space on that disk and run the same "
+                "command to resume, or download into another folder (--dest)"
+            )
+            raise disk_full_error(part, "the download", fix, disk="the local disk") from None
     if total is not None and received < total:
         raise ConnectionError(f"download of {url} interrupted after {received:,} of {total:,} bytes")
+
+
+def _read(response, url: str) -> bytes:
+    """The next bytes that have arrived; a broken connection is a ConnectionError (a disk error never is)."""
+    try:
+        return response.read1(CHUNK)
+    except (TimeoutError, http.client.IncompleteRead, OSError) as error:
+        raise ConnectionError(f"download of {url} interrupted ({type(error).__name__})") from error
 
 
 def _verify(path: Path, suffix: str = ".npz") -> None:
