@@ -20,18 +20,13 @@ import re
 
 import torch
 
+from vitlab.weights.convert import TIMM_NAMES, rename_keys
 from vitlab.weights.errors import CheckpointError
 
 LAYOUTS = ("dinov2-meta", "dinov2-timm", "dinov2-hf")
 
-# (the file's name piece, vitlab's); "^" anchors a piece at the start of the key.
-TIMM_NAMES = [
-    ("^blocks.", "^encoder.blocks."),
-    (".attn.qkv.", ".attn.to_qkv."),
-    (".attn.proj.", ".attn.to_out."),
-    ("^norm.", "^encoder.norm."),
-    ("^reg_token", "^register_tokens"),  # timm's name of the registers; Meta's is vitlab's
-]
+# (the file's name piece, vitlab's), read as in `vitlab.weights.convert`: timm's ViT names, and its registers.
+DINOV2_TIMM_NAMES = TIMM_NAMES + [("^reg_token", "^register_tokens")]  # Meta's name of the registers is vitlab's
 HF_NAMES = [
     ("^embeddings.cls_token", "^cls_token"),
     ("^embeddings.mask_token", "^mask_token"),
@@ -53,26 +48,6 @@ QKV_NAMES = [
     (r"(.*\.attention\.)(q_proj|k_proj|v_proj)\.(weight|bias)$", ("q_proj", "k_proj", "v_proj"), "attention.qkv"),
 ]
 HF_PREFIX = "dinov2."  # Dinov2ForImageClassification keeps the backbone under this name
-
-
-def _rules(table, backwards: bool = False):
-    rules = []
-    for theirs, ours in table:
-        source, target = (ours, theirs) if backwards else (theirs, ours)
-        anchored = source.startswith("^")
-        pattern = ("^" if anchored else "") + re.escape(source.lstrip("^"))
-        rules.append((re.compile(pattern), target.lstrip("^")))
-    return rules
-
-
-def _rename(keys, table, backwards: bool = False) -> list[str]:
-    rules = _rules(table, backwards)
-    renamed = []
-    for key in keys:
-        for pattern, replacement in rules:
-            key = pattern.sub(replacement, key, count=1)
-        renamed.append(key)
-    return renamed
 
 
 def detect(keys) -> str | None:
@@ -120,8 +95,8 @@ def to_vitlab(state_dict: dict[str, torch.Tensor], layout: str) -> dict[str, tor
         state_dict = _join_qkv(state_dict)
         table = HF_NAMES
     else:
-        table = TIMM_NAMES
-    renamed = dict(zip(_rename(state_dict, table), state_dict.values()))
+        table = DINOV2_TIMM_NAMES
+    renamed = dict(zip(rename_keys(state_dict, table), state_dict.values()))
     pos, cls = renamed.get("pos_embed"), renamed.get("cls_token")
     if layout == "dinov2-timm" and pos is not None and cls is not None and _is_square(pos.shape[1]):
         # timm's "_reg4_" models: the CLS position is already in cls_token, pos_embed holds the patches only.
@@ -135,8 +110,8 @@ def _is_square(count: int) -> bool:
 
 def file_names(vitlab_keys, layout: str) -> list[str]:
     """The names a file of `layout` gives vitlab's keys (for messages; q, k and v shown together)."""
-    table = HF_NAMES if layout == "dinov2-hf" else TIMM_NAMES
-    names = _rename(vitlab_keys, table, backwards=True)
+    table = HF_NAMES if layout == "dinov2-hf" else DINOV2_TIMM_NAMES
+    names = rename_keys(vitlab_keys, table, backwards=True)
     if layout == "dinov2-hf":
         names = [name.replace(".attention.attention.qkv.", ".attention.attention.{query,key,value}.") for name in names]
     return names
