@@ -40,3 +40,41 @@ def synthetic_cifar(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic_cifar")
     write_synthetic_cifar(root, num_train=2000, num_test=500, seed=0)
     return root
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(kib, full=False)`: a real filesystem of `kib` KiB (a tmpfs mount) under tmp_path, for full-disk
+    tests; `full=True` fills it to the last byte with a file named `filler`.
+
+    Mounting needs root and a machine that allows it (not every container does): elsewhere the test skips.
+    """
+    import errno
+    import subprocess
+
+    mounted = []
+
+    def mount(kib: int, name: str = "disk", full: bool = False):
+        folder = tmp_path / name
+        folder.mkdir()
+        if os.name != "posix" or os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+        mounted.append(folder)
+        if full:
+            with open(folder / "filler", "wb", buffering=0) as f:
+                try:
+                    while f.write(b"\0" * 4096):
+                        pass
+                except OSError as error:
+                    assert error.errno == errno.ENOSPC
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)  # busy: detach it now, free it later

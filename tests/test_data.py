@@ -139,3 +139,19 @@ def test_no_network_and_no_data_says_where_to_put_the_archive(tmp_path, monkeypa
         load_cifar("cifar10", tmp_path, train=True)
     with pytest.raises(FileNotFoundError, match="cifar-100-python.tar.gz"):
         load_cifar("cifar100", tmp_path, train=True)
+
+
+def test_a_cifar_download_into_a_full_disk_says_the_disk_is_full(tmp_path, monkeypatch):
+    import errno
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", no_space)
+    with pytest.raises(OSError) as full:
+        load_cifar("cifar10", tmp_path, train=True)
+    assert str(full.value).startswith(
+        f"the disk is full (No space left on device): could not write the cifar10 download "
+        f"{tmp_path / 'cifar-10-python.tar.gz'} ("
+    )
+    assert str(full.value).endswith("free there); free some space there, or choose another --data_dir")

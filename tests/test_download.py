@@ -180,3 +180,53 @@ def test_a_missing_file_on_the_server_is_not_a_connection_problem(server, tmp_pa
         download("ViT-B_32", dest=tmp_path, progress=False)
     assert "HTTP 404" in str(failed.value) and "The server has no file at that address" in str(failed.value)
     assert "Check the connection" not in str(failed.value)
+
+
+def test_a_download_into_a_full_disk_says_the_local_disk_is_full(server, tmp_path, small_disk, capsys):
+    """A real 64 KiB filesystem for a 110 kB file: the write fails, not the connection."""
+    disk = small_disk(64)
+    part = disk / "imagenet21k_ViT-B_16.npz.part"
+    code = main(["ViT-B_16", "--dest", str(disk)])
+    assert code == 1
+    err = capsys.readouterr().err  # the progress bar, then the error
+    line = err.splitlines()[-1]
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert line.startswith(
+        f"error: the local disk is full (No space left on device): could not write the download {part}"
+    )
+    kept = part.stat().st_size
+    assert 0 < kept <= 64 * 1024
+    assert line.endswith(
+        f"the {kept:,} bytes received are kept there: free some space on that disk and run the same command to "
+        "resume, or download into another folder (--dest)"
+    )
+    assert "interrupted" not in line and "connection" not in line.lower()
+
+
+def test_a_write_error_is_not_taken_for_a_connection_error(server, tmp_path, monkeypatch, checkpoint_bytes):
+    """The same on any machine: the file's writes fail with ENOSPC after 4096 bytes; then space is freed."""
+    import errno
+
+    import vitlab.weights.download as module
+
+    class FullFile:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            if self.f.tell() + len(data) > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="^the local disk is full .*to resume") as full:
+        patch.setattr(module, "open", lambda *args: FullFile(open(*args)), raising=False)
+        download("ViT-B_16", dest=tmp_path, progress=False)
+    assert not isinstance(full.value, ConnectionError)
+    path = download("ViT-B_16", dest=tmp_path, progress=False)  # resumes from what was kept
+    assert path.read_bytes() == checkpoint_bytes

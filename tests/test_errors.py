@@ -45,8 +45,32 @@ def files(tmp_path_factory):
     torch.save({"model": _Evil()}, work / "evil.pt")
     torch.save({"model": model.state_dict(), "model_config": {**model_config, "hidden_size": 64}}, work / "mismatch.pt")
     (work / "html.pt").write_text("<html><body>Not Found</body></html>")
+    good = (work / "good.pt").read_bytes()
+    (work / "truncated.pt").write_bytes(good[: len(good) // 2])  # torch's reader: "[Errno 22] Invalid argument"
     np.savez(work / "other.npz", weights=np.zeros(3))
+    _bad_data(work)
     return work
+
+
+def _bad_data(work):
+    """Data folders with one fault each: a CIFAR label beyond the classes, a damaged CIFAR batch, image folders
+    with a single class or two images in all."""
+    import pickle
+
+    from vitlab.data import write_synthetic_cifar
+
+    for name in ("cifar_label15", "cifar_damaged"):
+        write_synthetic_cifar(work / name, num_train=20, num_test=10, seed=0)  # 4 images per training batch
+    batch = work / "cifar_label15" / "cifar-10-batches-py" / "data_batch_2"
+    entry = pickle.loads(batch.read_bytes(), encoding="latin1")
+    entry["labels"][1] = 15  # training image 5
+    batch.write_bytes(pickle.dumps(entry, protocol=2))
+    (work / "cifar_damaged" / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"garbage")
+    for folder, classes in (("one_class", ("cat",)), ("two_images", ("cat", "dog"))):
+        for name in classes:
+            (work / folder / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32), "red").save(work / folder / name / "0.png")
+    Image.new("RGB", (32, 32), "blue").save(work / "one_class" / "cat" / "1.png")
 
 
 def _run(module: str, argv: list[str], capsys) -> tuple[int, str]:
@@ -64,6 +88,7 @@ BAD_INPUT = [
     ("evaluate", [], 2, "required: --checkpoint"),
     ("evaluate", ["--checkpoint", "{w}/evil.pt"], 1, "evil.pt contains a pickled Python object (posix.system)"),
     ("evaluate", ["--checkpoint", "{w}/adir"], 1, "adir is a folder: give a checkpoint file"),
+    ("evaluate", ["--checkpoint", "{w}/truncated.pt"], 1, "truncated.pt cannot be read ("),
     ("evaluate", ["--checkpoint", "{w}/mismatch.pt"], 1, "mismatch.pt: its weights do not fit its own model_config"),
     ("predict", ["{w}/ok.png", "--checkpoint", "{w}/html.pt"], 1, "html.pt is a web page (HTML)"),
     ("predict", ["{w}/ok.png", "--checkpoint", "{w}/other.npz"], 1, "other.npz is not a Google ViT .npz: it lacks"),
@@ -73,7 +98,8 @@ BAD_INPUT = [
     ("evaluate", ["--checkpoint", "{w}/good.pt", "--device", "tpu"], 1, "unknown device 'tpu'"),
     ("evaluate", ["--checkpoint", "{w}/good.pt", "--dataset", "cifar10", "--data_dir", "{w}/afile.txt"], 1,
      "afile.txt is a file, not a folder"),
-    ("predict", ["{w}/notimage.png", "--checkpoint", "{w}/good.pt"], 1, "notimage.png cannot be read"),
+    ("predict", ["{w}/notimage.png", "--checkpoint", "{w}/good.pt"], 1,
+     "notimage.png cannot be read (not an image format Pillow reads)"),
     ("predict", ["{w}/empty.png", "--checkpoint", "{w}/good.pt"], 1, "empty.png cannot be read (empty file)"),
     ("predict", ["{w}/truncated.png", "--checkpoint", "{w}/good.pt"], 1, "truncated.png cannot be read"),
     ("predict", ["{w}/bomb.png", "--checkpoint", "{w}/good.pt"], 1, "bomb.png is refused"),
@@ -132,8 +158,20 @@ BAD_TRAINING = [
     (["--resume", "{w}/evil.pt"], 1, "contains a pickled Python object (posix.system) besides tensors and was refused"),
     (["--resume", "{w}/html.pt"], 1, "html.pt is a web page (HTML), not a PyTorch checkpoint"),
     (["--resume", "{w}/adir"], 1, "adir is a folder: give a checkpoint file"),
+    (["--resume", "{w}/truncated.pt"], 1, "the file is truncated or not a PyTorch checkpoint; copy it again"),
     (["--train_batch_size", "33", "--gradient_accumulation_steps", "2"], 1, "train_batch_size 33 is not divisible"),
     (["--bogus_flag", "1"], 2, "unrecognized arguments: --bogus_flag 1"),
+    (["--dataset", "cifar10", "--data_dir", "{w}/cifar_label15"], 1,
+     "training sample 5 (image 5 of the files in {w}/cifar_label15/cifar-10-batches-py) has label 15, but the data "
+     "have 10 classes (labels 0 to 9)"),
+    (["--dataset", "cifar10", "--data_dir", "{w}/cifar_damaged"], 1,
+     "cifar10 files in {w}/cifar_damaged/cifar-10-batches-py are damaged "
+     "({w}/cifar_damaged/cifar-10-batches-py/data_batch_3 cannot be read, UnpicklingError"),
+    (["--dataset", "folder", "--data_dir", "{w}/two_images", "--val_split", "0.9"], 1,
+     "the training set is empty: --val_split 0.9 holds out 2 of the 2 image(s) of the image folders in "
+     "{w}/two_images for validation, which leaves none to train on; lower --val_split or add images"),
+    (["--dataset", "folder", "--data_dir", "{w}/one_class"], 1,
+     "the image folders in {w}/one_class have one class (cat): a classifier cannot learn anything from one class"),
 ]  # fmt: skip
 
 
@@ -336,9 +374,28 @@ def test_damaged_cifar_files_are_reported_as_damaged(tmp_path):
     from vitlab.data import load_cifar, write_synthetic_cifar
 
     write_synthetic_cifar(tmp_path, num_train=20, num_test=10, seed=0)
-    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match=r"cifar10 files in .*cifar-10-batches-py are damaged .*delete that folder"):
+    folder = tmp_path / "cifar-10-batches-py"
+    (folder / "data_batch_1").write_bytes(b"garbage")
+    with pytest.raises(ValueError) as damaged:
         load_cifar("cifar10", tmp_path, train=True, download=False)
+    message = str(damaged.value)
+    assert message.startswith(f"cifar10 files in {folder} are damaged ({folder / 'data_batch_1'} cannot be read, ")
+    assert message.endswith(
+        "): delete that folder to download them again, or extract cifar-10-python.tar.gz there anew"
+    )
+    (folder / "data_batch_1").unlink()
+    for train in (True, False):  # torchvision wants every file for either split
+        with pytest.raises(ValueError, match=rf"are incomplete or damaged \({folder / 'data_batch_1'} is missing\)"):
+            load_cifar("cifar10", tmp_path, train=train, download=False)
+
+
+def test_an_error_in_a_dataloader_worker_is_its_own_one_line():
+    caught = ValueError(
+        "Caught UnreadableImageError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n    read()\n'
+        "vitlab.images.UnreadableImageError: image a/b.jpg cannot be read (empty file): the run stops\n"
+    )
+    assert cli.describe(caught) == "image a/b.jpg cannot be read (empty file): the run stops"
 
 
 def test_predict_refuses_top_k_below_one():

@@ -204,6 +204,62 @@ def test_a_best_pt_other_than_last_pt_records_is_repaired_on_resume(tmp_path, sy
     assert result["best_step"] == saved_best["step"] and result["best_val_accuracy"] == saved_best["best_accuracy"]
 
 
+def test_a_truncated_best_pt_is_set_aside_and_the_run_resumes_from_last_pt(
+    tmp_path, synthetic_cifar, reference, monkeypatch, capsys
+):
+    """A full disk or a cut copy leaves best.pt short; last.pt is whole and the run goes on from it."""
+    cfg = _cfg(tmp_path, synthetic_cifar)
+    _interrupt_at(monkeypatch, 5)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg)
+    monkeypatch.undo()
+    run_dir = tmp_path / "Model" / "run"
+    damaged = (run_dir / "best.pt").read_bytes()[:5000]
+    (run_dir / "best.pt").write_bytes(damaged)
+    capsys.readouterr()
+    result = train(VITConfig(name="run", save_dir=cfg.save_dir, log_dir=cfg.log_dir, resume="last"))
+    assert (
+        "best.pt cannot be read (5,000 bytes, truncated or damaged): it is set aside as best.pt.damaged, the run "
+        "continues from last.pt (step 5), which is intact, and the best is chosen anew\n"
+    ) in capsys.readouterr().out
+    assert (run_dir / "best.pt.damaged").read_bytes() == damaged  # kept, out of the way
+    assert _same_weights(_weights(run_dir / "last.pt"), _weights(reference / "last.pt"))  # as if never stopped
+    assert result["best_step"] == 8 and load_checkpoint(run_dir / "best.pt")["step"] == 8
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "best.pt.damaged", "config.json", "last.pt"]
+
+
+def _classes(root, names):
+    from PIL import Image
+
+    for index, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (32, 32), (40 * index, 10 * i, 90)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("other", [("ant", "bee"), ("cat", "dog", "emu")])
+def test_resume_on_data_of_other_classes_is_refused_naming_both_lists(tmp_path, other):
+    """The same number of classes used to train on under the old names; more used to end in an IndexError."""
+    data = _classes(tmp_path / "pets", ("cat", "dog"))
+    cfg = _cfg(tmp_path, data, dataset="folder", num_steps=4, eval_every=2, val_split=0.0, num_workers=0)
+    train(cfg)
+    run_dir = tmp_path / "Model" / "run"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    other_dir = _classes(tmp_path / "other", other)
+    resumed = VITConfig(name="run", save_dir=cfg.save_dir, log_dir=cfg.log_dir, resume="last", num_steps=6,
+                        data_dir=str(other_dir))  # fmt: skip
+    with pytest.raises(ValueError) as refused:
+        train(resumed)
+    assert str(refused.value) == (
+        f"cannot resume run run on these data: its checkpoint learned 2 classes [cat, dog], but the data have "
+        f"{len(other)} classes [{', '.join(other)}]. Resume with the run's own data (its data_dir was {data}), or "
+        "start a new run with another --name"
+    )
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing written, nothing lost
+    assert train(resumed.replace(data_dir=str(data)))["steps"] == 6  # its own data: it goes on
+
+
 def _train_process(args, cwd, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "vitlab.train", *args], cwd=cwd, env=ENV, **kwargs)
 

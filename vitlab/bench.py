@@ -517,6 +517,92 @@ def run_trainer_benchmark(
     return result
 
 
+def timm_loop_seconds_per_step(
+    model: nn.Module, images, labels, batch_size: int, steps: int, warmup: int, cfg
+) -> float:
+    """Median seconds per step of a plain loop over a timm model: the transfer recipe's AdamW groups written out."""
+    head = [p for n, p in model.named_parameters() if n.startswith("head.")]
+    backbone = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+    groups = [{"params": backbone, "lr": cfg.learning_rate}, {"params": head, "lr": cfg.head_learning_rate}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(0)
+    seconds = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        index = torch.randint(0, len(images), (batch_size,), generator=generator)
+        loss = F.cross_entropy(model(images[index]), labels[index], label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
+def run_transfer_benchmark(
+    repeats: int = 5, steps: int = 5, warmup: int = 2, workers: int = 2, batch_size: int | None = None
+) -> dict:
+    """Seconds per step of `vitlab.train` with the `transfer` experiment, and of a plain loop over timm's
+    `vit_small_patch14_dinov2` with the same weights, alternating, on the CPU.
+
+    Both train DINOv2 ViT-S/14 at the experiment's size and batch with its two learning rates, clipping and
+    label smoothing; the trainer reads synthetic CIFAR-format photos through its PIL workers (crop, flip,
+    resize), the plain loop ready tensors. A ratio is the median over rounds of loop time / trainer time.
+    """
+    import copy
+    import tempfile
+
+    import timm
+
+    from vitlab.augment import uint8_cifar
+    from vitlab.configs import get_experiment
+    from vitlab.data import build_datasets
+    from vitlab.weights.convert import vitlab_to_timm
+
+    seconds = {"timm loop": [], "vitlab.train": []}
+    with tempfile.TemporaryDirectory() as workdir:
+        cfg = get_experiment(
+            "transfer", dataset="synthetic", data_dir=os.path.join(workdir, "data"), pretrained_dir=None,
+            num_steps=warmup + steps, eval_every=10**9, val_split=0.0, TB_log=False, progress=False, device="cpu",
+            precision="fp32", save_dir=os.path.join(workdir, "Model"), log_dir=os.path.join(workdir, "TB"),
+            num_workers=workers, **({"train_batch_size": batch_size} if batch_size else {}),
+        )  # fmt: skip
+        torch.manual_seed(0)
+        ours = create_model(cfg.model_type, num_classes=10, img_size=cfg.img_size)
+        theirs = timm.create_model("vit_small_patch14_dinov2", num_classes=10, img_size=cfg.img_size)
+        theirs.load_state_dict(vitlab_to_timm(ours.state_dict()))
+        images, labels = uint8_cifar(build_datasets(cfg)[0])
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (ours.cfg.image_mean, ours.cfg.image_std))
+        ready = F.interpolate(images.float() / 255, size=cfg.img_size, mode="bilinear")
+        ready = (ready - mean) / std  # what the model sees without augmentation
+        for round_index in range(repeats):
+            seconds["timm loop"].append(
+                timm_loop_seconds_per_step(
+                    copy.deepcopy(theirs), ready, labels, cfg.train_batch_size, steps, warmup, cfg
+                )
+            )
+            run_cfg = cfg.replace(name=f"transfer_{round_index}")
+            seconds["vitlab.train"].append(trainer_seconds_per_step(run_cfg, copy.deepcopy(ours), warmup))
+    return {
+        "config": dict(
+            model=f"{cfg.model_type} (timm: vit_small_patch14_dinov2)",
+            img_size=cfg.img_size,
+            batch_size=cfg.train_batch_size,
+            overrides={},
+            repeats=repeats,
+            steps=steps,
+            warmup=warmup,
+            workers=workers,
+        ),  # fmt: skip
+        "machine": machine_info(torch.device("cpu")),
+        "params": ours.get_num_params(),
+        "seconds_per_step": {name: statistics.median(values) for name, values in seconds.items()},
+        "speed_vs_bare": {"vitlab.train": median_ratio(seconds["vitlab.train"], seconds["timm loop"])},
+        "rounds": seconds,
+    }
+
+
 def recipe_pipelines(batch_size: int, batches: int, workers: int, device) -> dict:
     """Images/s of both recipes' input pipelines: PIL in DataLoader workers and on the device, at their sizes."""
     data = np.random.default_rng(0).integers(0, 256, (max(batch_size * (batches + 1), 1024), 32, 32, 3), dtype=np.uint8)
@@ -578,14 +664,16 @@ def format_report(result: dict) -> str:
 def format_trainer_report(result: dict) -> str:
     """The printable table of `run_trainer_benchmark`'s result."""
     cfg, machine = result["config"], result["machine"]
+    reference = "timm loop" if "timm loop" in result["rounds"] else "bare loop"
+    against = "a plain timm loop" if reference == "timm loop" else "a bare loop"
     lines = [
-        f"vitlab.train against a bare loop: {cfg['model']} {cfg['overrides'] or ''} at {cfg['img_size']}, "
+        f"vitlab.train against {against}: {cfg['model']} {cfg['overrides'] or ''} at {cfg['img_size']}, "
         f"batch {cfg['batch_size']}, {result['params']:,} parameters, cpu ({machine['cpu']}, "
         f"{machine['torch_threads']} threads)",
         f"median of {cfg['repeats']} alternating rounds x {cfg['steps']} steps (after {cfg['warmup']}); "
         f"PIL pipelines in {cfg['workers']} DataLoader workers",
         "",
-        f"{'variant':<16} {'ms/step':>9} {'images/s':>9} {'speed vs bare loop':>19}",
+        f"{'variant':<16} {'ms/step':>9} {'images/s':>9} {'speed vs ' + reference:>19}",
     ]
     for name, seconds in result["seconds_per_step"].items():
         ratio = f"{result['speed_vs_bare'][name]:.3f}" if name in result["speed_vs_bare"] else "1"
@@ -609,6 +697,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--trainer", action="store_true",
         help="time vitlab.train's steps (device and PIL input pipelines) against a bare loop, on the CPU",
     )  # fmt: skip
+    parser.add_argument(
+        "--transfer", action="store_true",
+        help="with --trainer: time the transfer experiment's step against a plain loop over timm's DINOv2 ViT-S/14",
+    )  # fmt: skip
     parser.add_argument("--overrides", type=json.loads, default=None, help="--trainer: ModelConfig fields, JSON")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast to bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
@@ -629,7 +721,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise IsADirectoryError(f"--json {json_path} is a directory: give a file name such as {json_path}/bench.json")
     if threads:
         torch.set_num_threads(threads)
-    trainer, overrides = args.pop("trainer"), args.pop("overrides")
+    trainer, overrides, transfer = args.pop("trainer"), args.pop("overrides"), args.pop("transfer")
+    if transfer and not trainer:
+        parser.error("--transfer times the trainer: use it with --trainer")
     if trainer:  # the trainer benchmark runs vitlab.train's scratch recipe on the CPU, in fp32, eager
         given = {
             "--precision": args["precision"] != "fp32",
@@ -648,7 +742,11 @@ def main(argv: list[str] | None = None) -> dict:
         else dict(model="ViT-S_16", img_size=224, batch_size=32)
     )
     args.update({k: v for k, v in defaults.items() if args[k] is None})
-    if trainer:
+    if transfer:
+        keep = ("repeats", "steps", "warmup", "workers")
+        result = run_transfer_benchmark(**{k: args[k] for k in keep})
+        print(format_trainer_report(result))
+    elif trainer:
         keep = ("model", "img_size", "batch_size", "repeats", "steps", "warmup", "workers")
         result = run_trainer_benchmark(overrides=overrides, **{k: args[k] for k in keep})
         if args["data"]:

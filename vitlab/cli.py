@@ -59,12 +59,23 @@ def at_least(low: int):
     return parse
 
 
+WORKER_TRACEBACK = "Original Traceback (most recent call last):"  # how a DataLoader worker's error arrives
+
+
 def describe(error: BaseException) -> str:
-    """An exception as one line of text: its message, or its kind and file for a bare OSError."""
+    """An exception as one line of text: its message, or its kind and file for a bare OSError.
+
+    An error raised in a DataLoader worker process reaches the main process as "Caught ValueError in
+    DataLoader worker process 0. Original Traceback ...": its last line is the worker's own message.
+    """
     if isinstance(error, OSError) and error.strerror and error.filename is not None and str(error).startswith("["):
         text = f"{error.strerror}: {error.filename}"  # "[Errno 28] No space ..." -> "No space left on device: path"
     else:
         text = str(error) or type(error).__name__
+    if WORKER_TRACEBACK in text:
+        last = text.strip().splitlines()[-1]  # "vitlab.images.UnreadableImageError: image ... cannot be read"
+        kind, sep, message = last.partition(": ")
+        text = message if sep and kind.replace(".", "").replace("_", "").isalnum() else last
     return " ".join(text.split())
 
 

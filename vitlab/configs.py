@@ -48,6 +48,8 @@ class ModelConfig:
     resnet_layers: tuple[int, ...] | None = None  # hybrid: ResNet units per stage feeding 1x1 patches; None = pixels
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # inputs the weights expect: (pixel/255 - mean) / std
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (0.5, 0.5, 0.5) for both = Google's [-1, 1]
+    layer_scale_init: float | None = None  # LayerScale (DINOv2): per-channel gammas on each residual branch, from this
+    num_register_tokens: int = 0  # DINOv2's "_reg" models: 4 learned tokens after CLS, without positions
 
     def __post_init__(self):
         check_types(self)
@@ -56,6 +58,7 @@ class ModelConfig:
         for name in ("img_size", "patch_size", "in_chans", "hidden_size", "num_layers", "num_heads", "mlp_dim"):
             _check_range(self, name, low=1)
         _check_range(self, "num_classes", low=0)
+        _check_range(self, "num_register_tokens", low=0)
         if self.representation_size is not None:
             _check_range(self, "representation_size", low=1)
         for name in ("dropout_rate", "attention_dropout_rate", "drop_path_rate"):
@@ -152,6 +155,14 @@ def _imagenet(patch: int, width: int, depth: int, heads: int, mlp: int, **extra)
     )
 
 
+def _dinov2(width: int, depth: int, heads: int, registers: int) -> ModelConfig:
+    return ModelConfig(
+        img_size=518, patch_size=14, hidden_size=width, num_layers=depth, num_heads=heads, mlp_dim=4 * width,
+        num_classes=0, layer_scale_init=1e-5, num_register_tokens=registers, image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    )  # fmt: skip
+
+
 def _cifar(width: int, depth: int, heads: int, mlp: int) -> ModelConfig:
     return ModelConfig(
         img_size=32, patch_size=4, hidden_size=width, num_layers=depth, num_heads=heads, mlp_dim=mlp, num_classes=10
@@ -192,6 +203,14 @@ PRESETS: dict[str, ModelConfig] = {
     # 6.3 M parameters: the width and depth of omihub777/ViT-CIFAR, whose 90.9% (200 epochs) used patch 8
     # (16 tokens) and was read off the test set it also validated on; patch 4 here (64 tokens, ~4x the compute).
     "ViT-CIFAR-6M": _cifar(384, 7, 12, 384),
+    # DINOv2 (Oquab et al., 2023), self-supervised on 142 M images: patch 14, LayerScale, exact GELU,
+    # ImageNet mean/std inputs, positions learned on a 37 x 37 grid at 518 px (resized when loaded for
+    # another size). No head: the published weights are backbones. The "_reg" models add 4 registers.
+    **{
+        f"dinov2_vit{size}14{reg}": _dinov2(width, depth, heads, registers=4 if reg else 0)
+        for size, width, depth, heads in (("s", 384, 12, 6), ("b", 768, 12, 12), ("l", 1024, 24, 16))
+        for reg in ("", "_reg")
+    },
     # A few thousand parameters: for tests and the notebooks' smoke mode.
     "ViT-Test": ModelConfig(
         img_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, num_classes=10
@@ -213,6 +232,19 @@ ALIASES: dict[str, str] = {
     "vit_l_16": "ViT-L_16",
     "vit_l_32": "ViT-L_32",
     "vit_h_14": "ViT-H_14",
+    # timm's names of the DINOv2 backbones
+    **{
+        f"vit_{timm_size}_patch14{'_reg4' if reg else ''}_dinov2": f"dinov2_vit{size}14{reg}"
+        for size, timm_size in (("s", "small"), ("b", "base"), ("l", "large"))
+        for reg in ("", "_reg")
+    },
+}
+
+# Published models that vitlab's ViT cannot compute, and why (named instead of "unknown model").
+UNSUPPORTED = {
+    name: "DINOv2's ViT-g/14 has a SwiGLU MLP (three matrices, not fc1/fc2), which vitlab's model does not "
+    "implement: use dinov2_vitl14 (or timm's vit_giant_patch14_dinov2)"
+    for name in ("dinov2_vitg14", "dinov2_vitg14_reg", "vit_giant_patch14_dinov2", "vit_giant_patch14_reg4_dinov2")
 }
 
 
@@ -222,6 +254,8 @@ def resolve_model_name(name: str) -> str:
         return name
     if name in ALIASES:
         return ALIASES[name]
+    if name in UNSUPPORTED:
+        raise ValueError(f"model {name!r} is not supported: {UNSUPPORTED[name]}")
     raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
 
 
@@ -268,6 +302,8 @@ class VITConfig:
     eval_batch_size: int = 64  # images per forward pass when evaluating
     eval_every: int = 100  # evaluate on the validation split every so many optimiser steps
     learning_rate: float = 3e-2  # peak learning rate, reached at the end of warmup
+    head_learning_rate: float | None = None  # the head's peak rate; None: learning_rate (transfer: 100x)
+    freeze_backbone: bool = False  # train the head only: a linear probe (features computed once when not augmented)
     weight_decay: float = 0.0  # 0 for the fine-tuning protocol; AdamW runs decay weights but not biases/norms
     num_steps: int = 10000  # optimiser steps in total (steps, not epochs, as in the paper's fine-tuning)
     warmup_steps: int = 500  # linear warmup from 0 to learning_rate
@@ -301,6 +337,8 @@ class VITConfig:
             _check_range(self, name, low=1)
         for name in ("warmup_steps", "num_workers", "learning_rate", "weight_decay", "max_grad_norm"):
             _check_range(self, name, low=0)
+        if self.head_learning_rate is not None:
+            _check_range(self, "head_learning_rate", low=0)
         for name in ("label_smoothing", "momentum", "val_split"):
             _check_range(self, name, low=0, high=1)
         _check_range(self, "local_rank", low=-1)
@@ -614,6 +652,36 @@ EXPERIMENTS: dict[str, dict] = {
         val_split=0.0,  # ImageNet's val/ folder is the validation set
         model_overrides={"dropout_rate": 0.1, "drop_path_rate": 0.1},
         num_workers=8,
+    ),
+    # A pre-trained backbone adapted to a new labelled set on a CPU in minutes: DINOv2 ViT-S/14 (Meta's file;
+    # timm's, Hugging Face's or any other ViT's weights work too) at 112 px (8 x 8 patches of 14), AdamW with
+    # a small rate for the backbone and a 100x larger one for the new zero head, crop + flip, label smoothing.
+    # 150 steps of 64 are about two passes over 4,000 photos (docs/results.md). With --freeze_backbone and
+    # --augment none it is a linear probe on features computed once.
+    "transfer": dict(
+        dataset="folder",
+        data_dir="./data/photos",
+        model_type="dinov2_vits14",
+        pretrained_dir="./Pretrained/dinov2_vits14_pretrain.pth",
+        record_algo="transfer",
+        img_size=112,
+        train_batch_size=64,
+        eval_batch_size=128,
+        eval_every=50,
+        optimizer="adamw",
+        momentum=0.9,
+        learning_rate=3e-5,
+        head_learning_rate=3e-3,
+        weight_decay=0.05,
+        num_steps=150,
+        warmup_steps=10,
+        decay_type="cosine",
+        max_grad_norm=1.0,
+        label_smoothing=0.1,
+        augment="basic",
+        val_split=0.1,
+        log_every=10,
+        num_workers=2,
     ),
     # Seconds on a CPU: the tiny ViT-Test model on synthetic CIFAR-format data (tests, smoke mode).
     "smoke": dict(

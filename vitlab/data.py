@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig, get_model_config
-from vitlab.weights.files import atomic_write
+from vitlab.images import read_image
+from vitlab.weights.files import atomic_write, disk_full_cause, disk_full_error
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written beside synthetic batches so they are never taken for the real files
@@ -138,20 +139,27 @@ def load_cifar(name: str, root: str | os.PathLike, train: bool, download: bool =
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"data_dir {root} is a file, not a folder: give the folder that holds {folder}/")
+    synthetic = (root / folder / SYNTHETIC_MARKER).is_file()
     try:
-        if (root / folder / SYNTHETIC_MARKER).is_file():
+        if synthetic:
             return _SyntheticCIFAR10(root, train=train, download=False)
         return reader(root, train=train, download=download)
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, IndexError) as error:
         # The files are there but hold something else (a partial copy, a damaged disk).
+        damaged = damaged_cifar_file(root / folder, _SyntheticCIFAR10 if synthetic else reader, train)
         raise ValueError(
-            f"{name} files in {root / folder} are damaged ({type(error).__name__}: {error}): delete that folder "
-            f"to download them again, or extract {archive} there anew"
+            f"{name} files in {root / folder} are damaged ({damaged or f'{type(error).__name__}: {error}'}): "
+            f"delete that folder to download them again, or extract {archive} there anew"
         ) from None
     except (urllib.error.URLError, OSError, RuntimeError) as error:
+        if disk_full_cause(error) is not None:  # the download or its extraction, not the network
+            fix = "free some space there, or choose another --data_dir"
+            raise disk_full_error(root / archive, f"the {name} download", fix) from None
         if (root / folder).is_dir() and any((root / folder).iterdir()):
+            damaged = damaged_cifar_file(root / folder, _SyntheticCIFAR10 if synthetic else reader, train)
             raise ValueError(
-                f"{name} files in {root / folder} are incomplete or damaged ({type(error).__name__}: {error}): "
+                f"{name} files in {root / folder} are incomplete or damaged "
+                f"({damaged or f'{type(error).__name__}: {error}'}): "
                 f"delete that folder to download them again, or extract {archive} there anew"
             ) from None
         url = reader.url
@@ -167,6 +175,37 @@ def cifar_files(name: str) -> tuple[str, str, str]:
     """(archive, the folder it extracts to, its address) of "cifar10" or "cifar100"."""
     archive, folder, reader = _ARCHIVES[name]
     return archive, folder, reader.url
+
+
+def damaged_cifar_file(folder: Path, reader, train: bool) -> str | None:
+    """What is wrong with the first file of a CIFAR split in `folder` that is missing, fails its checksum or
+    does not hold a batch (torchvision's reader names none of them); None when every file reads."""
+    from torchvision.datasets.utils import check_integrity
+
+    meta = [[reader.meta["filename"], reader.meta["md5"]]]
+    for filename, md5 in [*reader.train_list, *reader.test_list, *meta]:  # torchvision wants all of them
+        path = folder / filename
+        if not path.is_file():
+            return f"{path} is missing"
+        if md5 is not None and not check_integrity(str(path), md5):
+            return f"{path} differs from the published file (its checksum)"
+    for filename, _ in [*(reader.train_list if train else reader.test_list), *meta]:  # those the split reads
+        path = folder / filename
+        try:
+            with open(path, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            if not isinstance(entry, dict):
+                raise TypeError(f"it holds a {type(entry).__name__}, not a dict")
+            if filename == reader.meta["filename"]:
+                missing = [key for key in [reader.meta["key"]] if key not in entry]
+            else:
+                missing = [key for key in ["data"] if key not in entry]
+                missing += [] if "labels" in entry or "fine_labels" in entry else ["labels"]
+            if missing:
+                raise KeyError(f"it lacks {', '.join(missing)}")
+        except Exception as error:  # anything unpickling raises: the file is not a CIFAR batch
+            return f"{path} cannot be read, {type(error).__name__}: {' '.join(str(error).split())}"
+    return None
 
 
 def synthetic_root(data_dir: str | os.PathLike) -> Path:
@@ -237,17 +276,30 @@ IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS  # what torchvision's ImageFol
 IMAGENET_WNID = re.compile(r"n\d{8}")  # ImageNet's class folders are WordNet ids such as n01440764
 
 
+# An image that cannot be read stops training and evaluation: skipping it would quietly change the data.
+FOLDER_IMAGE_FIX = (
+    "the run stops at this file rather than skip it: replace or delete the file, then run the command again"
+)
+
+
+def read_folder_image(path: str):
+    """An image folder's loader: `vitlab.images.read_image` (RGB, 16-bit scaled), its error naming the file."""
+    return read_image(path, fix=FOLDER_IMAGE_FIX)
+
+
 class ImageFolder(datasets.ImageFolder):
     """torchvision's `ImageFolder` (images of any size and mode read as RGB, classes from the folder names)
-    that ignores hidden folders (`.ipynb_checkpoints`), counts the non-image files it skips and names
-    an empty class or a folder without class folders."""
+    that ignores hidden folders (`.ipynb_checkpoints`), counts the non-image files it skips, names
+    an empty class or a folder without class folders, reads each folder once however links lead back
+    to it, and names an image that cannot be read."""
 
     def __init__(self, root: str | os.PathLike):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
         self.skipped: list[str] = []
-        super().__init__(str(root), is_valid_file=self._is_image, allow_empty=True)
+        self.loops: list[str] = []  # folder links that lead back to a folder already read
+        super().__init__(str(root), loader=read_folder_image, is_valid_file=self._is_image, allow_empty=True)
         counts = Counter(self.targets)
         empty = [name for index, name in enumerate(self.classes) if counts[index] == 0]
         if empty:
@@ -257,6 +309,11 @@ class ImageFolder(datasets.ImageFolder):
             )
         if self.skipped:
             print(f"note: skipped {len(self.skipped)} non-image file(s) in {root} (e.g. {self.skipped[0]})")
+        if self.loops:
+            print(
+                f"note: {len(self.loops)} folder link(s) in {root} lead to a folder already read "
+                f"({_preview(self.loops, 3)}): each image is counted once"
+            )
 
     def _is_image(self, path: str) -> bool:
         if datasets.folder.has_file_allowed_extension(path, IMAGE_EXTENSIONS):
@@ -267,6 +324,32 @@ class ImageFolder(datasets.ImageFolder):
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         classes = class_folders(directory)
         return classes, {name: index for index, name in enumerate(classes)}
+
+    def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        """(path, class index) of every image, in torchvision's order; folder links followed, each folder once."""
+        samples = []
+        for name in sorted(class_to_idx):
+            for folder, files in self._walk(os.path.join(directory, name)):
+                samples += [
+                    (path, class_to_idx[name]) for file in files if is_valid_file(path := os.path.join(folder, file))
+                ]
+        return samples
+
+    def _walk(self, top: str) -> list[tuple[str, list[str]]]:
+        """(folder, sorted file names) under `top`, sorted by folder as torchvision does. Links to folders are
+        followed (a class folder may gather others), but a link back to a folder already read (`cat/again -> .`)
+        is not: torchvision's walk would read it again until the path grows too long."""
+        seen, found = {os.path.realpath(top)}, []
+        for folder, subfolders, files in os.walk(top, followlinks=True):
+            subfolders.sort()  # the first way to a folder, in sorted order, is the one kept
+            for sub in list(subfolders):
+                real = os.path.realpath(os.path.join(folder, sub))
+                if real in seen:
+                    subfolders.remove(sub)
+                    self.loops.append(os.path.relpath(os.path.join(folder, sub), self.root))
+                seen.add(real)
+            found.append((folder, sorted(files)))
+        return sorted(found)
 
 
 def class_folders(directory: str | os.PathLike) -> list[str]:
@@ -530,10 +613,11 @@ def write_synthetic_cifar(root: str | os.PathLike, num_train: int = 5000, num_te
     meta = {"num_cases_per_batch": len(chunks[0]), "label_names": list(CIFAR10_CLASSES), "num_vis": 3 * 32 * 32}
     _write_pickle(folder / "batches.meta", meta)
     digest = hashlib.sha256(train_images.tobytes()).hexdigest()[:16]
-    (folder / SYNTHETIC_MARKER).write_text(
-        "Synthetic stand-in for CIFAR-10 written by vitlab.data.write_synthetic_cifar "
-        f"(seed {seed}, {num_train} train / {num_test} test images, digest {digest}).\n"
-        f"Class k is a {', '.join(_SHAPES)} shape (in that order) with its own colour; "
-        "the label names are CIFAR-10's so code written for CIFAR-10 runs unchanged.\n"
-    )
+    with atomic_write(folder / SYNTHETIC_MARKER, "w") as f:  # written last: its presence says the files are whole
+        f.write(
+            "Synthetic stand-in for CIFAR-10 written by vitlab.data.write_synthetic_cifar "
+            f"(seed {seed}, {num_train} train / {num_test} test images, digest {digest}).\n"
+            f"Class k is a {', '.join(_SHAPES)} shape (in that order) with its own colour; "
+            "the label names are CIFAR-10's so code written for CIFAR-10 runs unchanged.\n"
+        )
     return folder

@@ -1,9 +1,10 @@
-"""Fetch Google's pre-trained ViT checkpoints into `Pretrained/`.
+"""Fetch pre-trained ViT checkpoints (Google's, MAE's, Meta's DINOv2) into `Pretrained/`.
 
     python -m vitlab.download ViT-B_16                      # -> Pretrained/imagenet21k_ViT-B_16.npz
     python -m vitlab.download ViT-B_16 --variant imagenet21k+imagenet2012
     python -m vitlab.download R50+ViT-B_16                  # the hybrid (ResNet-50 stem + ViT-B/16)
     python -m vitlab.download mae_finetuned_vit_base        # MAE's ViT-B/16 (PyTorch, for vit_base_p16)
+    python -m vitlab.download dinov2_vits14                 # -> Pretrained/dinov2_vits14_pretrain.pth (Meta's)
     python -m vitlab.download --list
 
 The command line of `vitlab.weights.download`, where the list of checkpoints and `download` live.

@@ -46,12 +46,16 @@ def evaluate(
     correct1 = torch.zeros((), device=device, dtype=torch.long)
     correct5 = torch.zeros((), device=device, dtype=torch.long)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    seen = 0
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
-        labels = torch.as_tensor(labels).to(device, non_blocking=True)
+        labels = torch.as_tensor(labels)
         with autocast_context(device, precision):
             logits = model(images)
         logits = logits.float()  # (B, num_classes)
+        check_labels(labels, logits.shape[1], seen)  # before .to(device): a loader's CPU labels, no wait for the device
+        seen += len(labels)
+        labels = labels.to(device, non_blocking=True)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
         hits = top == labels[:, None]  # (B, k)
@@ -67,6 +71,22 @@ def evaluate(
         "loss": loss_sum.item() / num,
         "num_samples": num,
     }
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, first: int) -> None:
+    """A batch's labels (samples first, first + 1, ...) are class indices of a model with `num_classes` outputs."""
+    if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim != 1:
+        raise ValueError(
+            f"the labels of samples {first}-{first + len(labels) - 1} are {labels.dtype} of shape "
+            f"{tuple(labels.shape)}: evaluate needs one class index (an int) per sample"
+        )
+    bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
+    if len(bad):
+        index = int(bad[0])
+        raise ValueError(
+            f"sample {first + index} of the dataset has label {int(labels[index])}, but the model has {num_classes} "
+            f"classes (labels 0 to {num_classes - 1}): the dataset's labels must be the model's class indices"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:

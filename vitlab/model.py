@@ -117,15 +117,34 @@ class MLP(nn.Module):
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
+class LayerScale(nn.Module):
+    """Multiply each channel of a residual branch by a learned gamma (CaiT; DINOv2's `ls1` / `ls2`).
+
+    Starting the gammas small (DINOv2: 1e-5) starts every block close to the identity.
+    """
+
+    def __init__(self, hidden_size: int, init_value: float):
+        super().__init__()
+        self.init_value = init_value
+        self.gamma = nn.Parameter(torch.full((hidden_size,), float(init_value)))  # (D,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma  # (B, T, D)
+
+
 class EncoderBlock(nn.Module):
     """x + MSA(LN(x)), then x + MLP(LN(x)): the paper's equations (2) and (3).
 
     LayerNorm comes *before* each sub-block (pre-norm), which keeps the residual path an identity
-    and lets deep stacks train without warm-up tricks.
+    and lets deep stacks train without warm-up tricks. With `layer_scale_init` (DINOv2) each branch
+    is scaled per channel before it is added: x + gamma * MSA(LN(x)).
     """
 
     def __init__(self, cfg: ModelConfig, drop_path: float = 0.0):
         super().__init__()
+        scale = cfg.layer_scale_init
+        self.ls1 = LayerScale(cfg.hidden_size, scale) if scale is not None else nn.Identity()
+        self.ls2 = LayerScale(cfg.hidden_size, scale) if scale is not None else nn.Identity()
         self.norm1 = nn.LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS)
         self.attn = Attention(
             hidden_size=cfg.hidden_size,
@@ -154,8 +173,8 @@ class EncoderBlock(nn.Module):
             attn_out, probs = self.attn(self.norm1(x), return_attention=True)
         else:
             attn_out, probs = self.attn(self.norm1(x)), None
-        x = x + self._residual(attn_out)  # (B, T, D)
-        x = x + self._residual(self.mlp(self.norm2(x)))  # (B, T, D)
+        x = x + self._residual(self.ls1(attn_out))  # (B, T, D)
+        x = x + self._residual(self.ls2(self.mlp(self.norm2(x))))  # (B, T, D)
         return (x, probs) if return_attention else x
 
 
@@ -191,10 +210,14 @@ class VisionTransformer(nn.Module):
             self.patch_embed = HybridEmbedding(**embed_args, layers=cfg.resnet_layers)
         else:
             self.patch_embed = PatchEmbedding(**embed_args)
-        self.num_prefix_tokens = 1 if cfg.class_token else 0
+        # Tokens in front of the patches: CLS, then DINOv2's registers. Only CLS has a position.
+        self.num_prefix_positions = 1 if cfg.class_token else 0
+        self.num_prefix_tokens = self.num_prefix_positions + cfg.num_register_tokens
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.hidden_size)) if cfg.class_token else None
-        num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, cfg.hidden_size))  # (1, T, D)
+        registers = cfg.num_register_tokens
+        self.register_tokens = nn.Parameter(torch.zeros(1, registers, cfg.hidden_size)) if registers else None
+        num_positions = self.num_prefix_positions + self.patch_embed.num_patches
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, cfg.hidden_size))  # (1, 1 + N, D)
         self.pos_drop = nn.Dropout(cfg.dropout_rate)
         self.encoder = Encoder(cfg)
         self.fc_norm = nn.LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS) if cfg.fc_norm else nn.Identity()
@@ -232,15 +255,23 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.zeros_(self.cls_token)
+        if self.register_tokens is not None:
+            nn.init.normal_(self.register_tokens, std=1e-6)  # as DINOv2: distinct, yet almost zero
 
     # --- the forward pass ----------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Images to the encoder's input tokens: patches, CLS token, position embeddings."""
+        """Images to the encoder's input tokens: patches, CLS token, position embeddings (and registers)."""
         x = self.patch_embed(x)  # (B, N, D)
         if self.cls_token is not None:
             cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
             x = torch.cat([cls, x], dim=1)  # (B, 1 + N, D)
-        return self.pos_drop(x + self.pos_embed)  # (B, T, D)
+        x = x + self.pos_embed  # (B, 1 + N, D)
+        if self.register_tokens is not None:
+            # DINOv2's registers (Darcet et al., 2023) go after CLS and carry no position.
+            first = self.num_prefix_positions
+            registers = self.register_tokens.expand(x.shape[0], -1, -1)  # (B, R, D)
+            x = torch.cat([x[:, :first], registers, x[:, first:]], dim=1)  # (B, 1 + R + N, D)
+        return self.pos_drop(x)  # (B, T, D)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens after the encoder and its final LayerNorm: (B, T, D)."""
@@ -294,7 +325,12 @@ class VisionTransformer(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     def resize_pos_embed_(
-        self, img_size: int, mode: str = "bilinear", antialias: bool = False, align_corners: bool = False
+        self,
+        img_size: int,
+        mode: str = "bilinear",
+        antialias: bool = False,
+        align_corners: bool = False,
+        scale_offset: float = 0.0,
     ) -> None:
         """Rebuild the model for a new image size in place, interpolating the position grid."""
         patch_embed = self.patch_embed
@@ -303,7 +339,7 @@ class VisionTransformer(nn.Module):
         new_grid = img_size // patch_embed.patch_size
         with torch.no_grad():
             resized = resize_pos_embed(
-                self.pos_embed, new_grid, self.num_prefix_tokens, mode, antialias=antialias, align_corners=align_corners
+                self.pos_embed, new_grid, self.num_prefix_positions, mode, antialias, align_corners, scale_offset
             )
         self.pos_embed = nn.Parameter(resized)
         patch_embed.img_size, patch_embed.grid_size, patch_embed.num_patches = img_size, new_grid, new_grid**2
@@ -317,6 +353,7 @@ def resize_pos_embed(
     mode: str = "bilinear",
     antialias: bool = False,
     align_corners: bool = False,
+    scale_offset: float = 0.0,
 ) -> torch.Tensor:
     """Interpolate learned position embeddings (1, prefix + g*g, D) to a new grid (1, prefix + G*G, D).
 
@@ -330,6 +367,9 @@ def resize_pos_embed(
       position i reads old position (i + 0.5) * g / G - 0.5. This is timm's way for `.npz` files.
     At 224 -> 384 px (14 -> 24 positions a side) the two tables differ by a few percent (relative
     RMS), more the less smooth the table is.
+    DINOv2's tables (37 x 37, learned at 518 px) are resized bicubically. Meta's hub code passes a
+    scale factor of (G + 0.1) / g instead of the size G (`scale_offset=0.1`), so new position i reads
+    old position (i + 0.5) * g / (G + 0.1) - 0.5: about 1% away from the plain bicubic resize.
     """
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     old_grid = math.isqrt(grid.shape[1])
@@ -338,8 +378,12 @@ def resize_pos_embed(
     if old_grid == new_grid:
         return pos_embed
     grid = rearrange(grid, "1 (h w) d -> 1 d h w", h=old_grid)  # (1, D, g, g)
-    size = (new_grid, new_grid)
-    grid = F.interpolate(grid.float(), size=size, mode=mode, antialias=antialias, align_corners=align_corners)
+    if scale_offset:
+        factor = (new_grid + scale_offset) / old_grid
+        where = dict(scale_factor=(factor, factor))  # F.interpolate's output: floor(g * factor) = G
+    else:
+        where = dict(size=(new_grid, new_grid))
+    grid = F.interpolate(grid.float(), mode=mode, antialias=antialias, align_corners=align_corners, **where)
     grid = rearrange(grid, "1 d h w -> 1 (h w) d").to(pos_embed.dtype)  # (1, G*G, D)
     return torch.cat([prefix, grid], dim=1)
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitlab import cli
+from vitlab.images import read_image, to_rgb
 from vitlab.model import VisionTransformer
 
 
@@ -40,9 +41,9 @@ def load_image(
     model's `cfg.image_mean` / `cfg.image_std` (as `predict` does) for weights trained otherwise.
     """
     if isinstance(image, (str, os.PathLike)):
-        image = _read_image(Path(image))
+        image = read_image(image)  # a file that is not a whole image is an error naming it
     if isinstance(image, Image.Image):
-        image = image.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
+        image = to_rgb(image).resize((img_size, img_size), Image.BILINEAR)  # 16-bit grey scaled, not clipped
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, H, W)
         return _normalize(pixels, mean, std)
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
@@ -52,24 +53,6 @@ def load_image(
     if pixels.shape[1:] != (img_size, img_size):
         pixels = F.interpolate(pixels[None], size=(img_size, img_size), mode="bilinear", antialias=True)[0]
     return _normalize(pixels, mean, std)
-
-
-def _read_image(path: Path) -> Image.Image:
-    """The RGB pixels of the image file at `path`; a file that is not a whole image is a clear error."""
-    if path.is_dir():
-        raise IsADirectoryError(f"image {path} is a directory: give image files (e.g. {path}/*.jpg)")
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")  # decodes every pixel: a truncated file fails here
-    except Image.DecompressionBombError as error:  # PIL refuses images far beyond any photo's size
-        raise ValueError(f"image {path} is refused: {error}") from None
-    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for files that are not images it reads
-        reason = "empty file" if path.stat().st_size == 0 else " ".join(str(error).split())
-        raise ValueError(
-            f"image {path} cannot be read ({reason}): give a PNG, JPEG or another format PIL reads"
-        ) from None
 
 
 def _normalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

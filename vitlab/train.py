@@ -33,19 +33,29 @@ from tqdm.auto import tqdm
 from vitlab import cli
 from vitlab.configs import VITConfig, export_config, resume_config
 from vitlab.evaluate import autocast_context, evaluate
-from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
+from vitlab.training.batches import build_device_batches, build_train_loader, check_data, prepare_batch
 from vitlab.training.build import (
     DEVICE_AUGMENT_OFF,
     augment_where_possible,
+    backbone_features,
     build_data,
     build_model,
     build_optimizer,
     build_scheduler,
     check_config,
     class_names_of,
+    features_once,
     follow_model_normalization,
+    freeze_backbone,
 )
-from vitlab.training.checkpoints import checkpoint_state, reconcile_best, restore, resume_path
+from vitlab.training.checkpoints import (
+    check_same_classes,
+    checkpoint_state,
+    reconcile_best,
+    restore,
+    resume_path,
+    set_aside,
+)
 from vitlab.training.cli import parse_command_line
 from vitlab.training.devices import (
     Distributed,
@@ -66,6 +76,7 @@ from vitlab.training.stops import (
     resume_command,
 )
 from vitlab.weights.checkpoint import load_checkpoint, model_from_state, save_checkpoint
+from vitlab.weights.files import DiskFullError, disk_full_error
 
 
 # --- one optimiser step ---------------------------------------------------------------------------
@@ -161,6 +172,7 @@ class _Run:
         self.env, self.device = env, env.device
         # Printed under the run's first lines: what was adjusted, and why.
         self.resume_state, self.notes, self.model_given = None, list(notes or []), model is not None
+        self.damaged_best = None  # an unreadable best.pt of the resumed run, set aside once the folder is claimed
         if cfg.resume:
             self.resume_state, cfg = self.load_resume_state(cfg, given_fields)
         if augment_where_possible(cfg) is not cfg:
@@ -205,7 +217,16 @@ class _Run:
             # A folder run's validation images come out of its training folder: the checkpoints say which
             # folder, so that `evaluate` on it scores those images, not the ones the model trained on.
             self.held_out = held_out_record(cfg, self.train_set) if train_set is None else None
+        if self.resume_state is not None:
+            check_same_classes(self.resume_state, self.class_names, cfg)
+        data = (self.train_set, self.val_set, self.test_set, self.class_names)
+        check_data(cfg, *data, model, given=train_set is not None)  # before anything is written
+        if cfg.freeze_backbone:
+            freeze_backbone(model)
         self.model = model.to(self.device)
+        # What the steps train and read: the model on images, or in a linear probe on features computed once
+        # (`features_once`) its head on those features (set in `train_and_test`).
+        self.trained, self.train_inputs, self.val_inputs = self.model, self.train_set, self.val_set
         self.precision = resolve_precision(cfg.precision, self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.device)
         self.scheduler = build_scheduler(cfg, self.optimizer)
@@ -231,7 +252,7 @@ class _Run:
                 listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
                 self.notes.append(f"resuming with changed settings: {listed}")
         if path.name == "last.pt" and path.parent == Path(cfg.save_dir) / cfg.run_name:
-            state, note = reconcile_best(path.parent, state)
+            state, note, self.damaged_best = reconcile_best(path.parent, state)
             if note:
                 self.notes.append(note)
         if state["step"] >= cfg.num_steps:
@@ -244,7 +265,7 @@ class _Run:
         return state, cfg
 
     def wrapped_model(self) -> torch.nn.Module:
-        model = self.model
+        model = self.trained
         if self.env.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -258,6 +279,8 @@ class _Run:
             if self.resume_state is None and (self.run_dir / "last.pt").exists():  # it came while we set up
                 raise FileExistsError(f"run folder {self.run_dir} got another run's checkpoints: choose another --name")
             sweep_temporaries(self.run_dir)
+            if self.damaged_best is not None:
+                set_aside(self.damaged_best)
             self.write_config()
             return self.train_and_test()
 
@@ -286,6 +309,12 @@ class _Run:
         if env.is_main:
             self.say_where()
         start_time, start_step = time.perf_counter(), self.step
+        if features_once(cfg):
+            self.say(f"linear probe: the frozen backbone's features of {len(self.train_set)} training images, once")
+            self.trained = self.model.head
+            self.train_inputs = backbone_features(self.model, self.train_set, cfg, self.device, self.precision)
+            if self.val_set is not None:
+                self.val_inputs = backbone_features(self.model, self.val_set, cfg, self.device, self.precision)
         try:
             with self.stops.installed():
                 self.loop()
@@ -345,8 +374,14 @@ class _Run:
     def loop(self) -> None:
         cfg, env = self.cfg, self.env
         model = self.wrapped_model().train()
-        build_batches = build_device_batches if cfg.device_augment else build_train_loader
-        batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step))
+        classes = len(self.class_names)  # labels are checked as they are read
+        if self.trained is not self.model:  # features in memory: no augmentation, no workers
+            batches = iter(
+                build_train_loader(cfg.replace(num_workers=0), self.train_inputs, self.micro, env, self.step, classes)
+            )
+        else:
+            build_batches = build_device_batches if cfg.device_augment else build_train_loader
+            batches = iter(build_batches(cfg, self.train_set, self.micro, env, self.step, classes))
         # A bar on a terminal or in a notebook; piped to a file, plain lines instead (a bar there is a line per update).
         self.bar = None
         if env.is_main and cfg.progress and interactive_output():
@@ -460,7 +495,7 @@ class _Run:
         cfg = self.cfg
         metrics = None
         if self.val_set is not None:
-            metrics = evaluate(self.model, self.val_set, cfg.eval_batch_size, self.device, self.precision)
+            metrics = evaluate(self.trained, self.val_inputs, cfg.eval_batch_size, self.device, self.precision)
             if self.history:
                 self.history[-1].update(val_accuracy=metrics["top1"], val_loss=metrics["loss"])
         # Without a validation split the latest weights count as the best ones.
@@ -504,7 +539,14 @@ class _Run:
         )  # fmt: skip
         if self.held_out is not None:
             state["held_out"] = self.held_out
-        return save_checkpoint(self.run_dir / filename, state)
+        try:
+            return save_checkpoint(self.run_dir / filename, state)
+        except DiskFullError:
+            fix = "no checkpoint had been written yet: free some space there and run the command again"
+            if self.saved_step:
+                fix = (f"the checkpoints of step {self.saved_step} are kept: free some space there and continue with: "
+                       f"{resume_command(self.cfg)}")  # fmt: skip
+            raise disk_full_error(self.run_dir / filename, "the checkpoint", fix) from None
 
     def finish(self) -> dict:
         """Test the best checkpoint (main process), close the writer."""

@@ -7,6 +7,8 @@ its position, so a resumed run and a multi-process run see exactly the images of
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -56,10 +58,13 @@ class StepSampler(Sampler):
 
 
 class SeededSamples(Dataset):
-    """Reads key (position, index) with the torch RNG seeded by (seed, position): reproducible augmentation."""
+    """Reads key (position, index) with the torch RNG seeded by (seed, position): reproducible augmentation.
 
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed = dataset, seed
+    Labels are checked as they are read: class indices, below `num_classes` when it is given.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_classes: int | None = None):
+        self.dataset, self.seed, self.num_classes = dataset, seed, num_classes
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -76,29 +81,144 @@ class SeededSamples(Dataset):
             image, label = self.dataset[index]
         finally:
             generator.set_state(state)
-        return image, class_index(label, index)
+        return image, class_index(label, index, self.num_classes)
 
 
-def class_index(label, index: int) -> int:
-    """A sample's label as a class index; anything else (a name, a float, None, < 0) is an error naming it."""
+def class_index(label, index: int | str, num_classes: int | None = None, split: str = "training") -> int:
+    """A sample's label as a class index; anything else (a name, a float, None, < 0, >= num_classes) is an
+    error naming the sample and the class count."""
     if isinstance(label, (torch.Tensor, np.ndarray)) and label.ndim == 0:
         label = label.item()  # an integer tensor becomes an int, a float one a float (refused below)
     if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and label >= 0:
+        if num_classes is not None and label >= num_classes:
+            raise ValueError(
+                f"{split} sample {index} has label {label}, but the data have {num_classes} classes (labels 0 to "
+                f"{num_classes - 1}): fix the sample's label, or train a model with more classes"
+            )
         return int(label)
     raise ValueError(
-        f"training sample {index} has label {label!r} ({type(label).__name__}): labels must be class indices "
+        f"{split} sample {index} has label {label!r} ({type(label).__name__}): labels must be class indices "
         "0, 1, ..., num_classes - 1 (map class names to indices first)"
     )
 
 
-def build_train_loader(cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int):
+def known_labels(dataset: Dataset) -> tuple[list, list[int] | None, Dataset] | None:
+    """(labels, their indices in the underlying dataset or None, that dataset) when `dataset` keeps its labels
+    beside the images (`targets`: CIFAR, image folders, and subsets of them), read without an image; else None."""
+    indices = None
+    while hasattr(dataset, "indices") and (hasattr(dataset, "dataset") or hasattr(dataset, "base")):
+        outer = list(dataset.indices)
+        indices = outer if indices is None else [outer[i] for i in indices]
+        dataset = dataset.dataset if hasattr(dataset, "dataset") else dataset.base
+    targets = getattr(dataset, "targets", None)
+    if targets is None or getattr(dataset, "target_transform", None) is not None:
+        return None  # labels computed on reading: they are checked as samples are read
+    targets = list(targets)
+    return (targets if indices is None else [targets[i] for i in indices]), indices, dataset
+
+
+def check_labels(dataset: Dataset | None, num_classes: int, split: str) -> None:
+    """Labels kept beside the images are class indices below `num_classes`, checked before the run starts."""
+    known = known_labels(dataset) if dataset is not None else None
+    if not known or not known[0]:
+        return
+    labels, indices, base = known
+    array = np.asarray(labels)
+    if array.ndim == 1 and array.dtype.kind in "iu":  # the usual case, a list of ints: checked at once
+        bad = [int(i) for i in np.flatnonzero((array < 0) | (array >= num_classes))[:1]]
+    else:
+        bad = [i for i, label in enumerate(labels) if not _is_index(label, num_classes)][:1]
+    if not bad:
+        return
+    index = bad[0]
+    class_index(labels[index], f"{index}{_source(base, indices[index] if indices else index)}", num_classes, split)
+
+
+def _source(base: Dataset, index: int) -> str:
+    """Where sample `index` of `base` comes from, for a message: " (its file)" or ""."""
+    samples, root, folder = (
+        getattr(base, "samples", None),
+        getattr(base, "root", None),
+        getattr(base, "base_folder", ""),
+    )
+    if isinstance(samples, list) and index < len(samples):  # an image folder: the file itself
+        return f" ({samples[index][0]})"
+    if root is not None:  # CIFAR: the position in its batch files
+        return f" (image {index} of the files in {Path(root) / folder})"
+    return ""
+
+
+def _is_index(label, num_classes: int) -> bool:
+    try:
+        class_index(label, 0, num_classes)
+    except ValueError:
+        return False
+    return True
+
+
+def check_data(cfg: VITConfig, train_set, val_set, test_set, class_names: list[str], model, given=False) -> None:
+    """What the run will read, checked before anything is written: a training set to learn from, at least two
+    classes, labels that are class indices (where they are kept beside the images), the first sample's shape.
+    `given`: the caller's datasets, not those of `cfg.dataset`."""
+    where = f"the image folders in {cfg.data_dir}" if cfg.dataset == "folder" else f"the {cfg.dataset} data"
+    where = "the training data" if given else where
+    if len(train_set) == 0:
+        total = len(train_set) + (len(val_set) if val_set is not None else 0)
+        if cfg.val_split > 0 and val_set is not None and total:
+            raise ValueError(
+                f"the training set is empty: --val_split {cfg.val_split} holds out {len(val_set)} of the {total} "
+                f"image(s) of {where} for validation, which leaves none to train on; lower --val_split or add images"
+            )
+        raise ValueError("the training set is empty (0 samples): give a training set with at least one sample")
+    for name, dataset in (("validation", val_set), ("test", test_set)):
+        if dataset is not None and len(dataset) == 0:
+            raise ValueError(f"the {name} set is empty (0 samples): give one with samples, or None to do without")
+    if len(class_names) < 2:
+        found = f"one class ({class_names[0]})" if class_names else "no class"
+        raise ValueError(
+            f"{where} have {found}: a classifier cannot learn anything from one class (its loss is 0 from the "
+            "first step); give at least two classes (one folder per class for image folders)"
+        )
+    for split, dataset in (("training", train_set), ("validation", val_set), ("test", test_set)):
+        check_labels(dataset, len(class_names), split)
+    check_first_sample(train_set, cfg.seed, len(class_names), model)
+
+
+def check_first_sample(dataset: Dataset, seed: int, num_classes: int, model) -> None:
+    """The first training sample as the loop will read it: an image tensor of the shape the model takes."""
+    image, _ = SeededSamples(dataset, seed, num_classes)[(0, 0)]  # the RNG is left as it was
+    model_cfg = getattr(model, "cfg", None)
+    channels, size = getattr(model_cfg, "in_chans", None), getattr(model_cfg, "img_size", None)
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(
+            f"training sample 0 is a {type(image).__name__}, not an image tensor: give the dataset a transform "
+            "that makes tensors, e.g. torchvision.transforms.ToTensor()"
+        )
+    expected = (channels, size, size)
+    if None in expected or tuple(image.shape) == expected:  # without a ModelConfig, the model's forward checks
+        return
+    shape = tuple(image.shape)
+    hint = f"resize the images to {size} x {size}, or build the model for them"
+    if image.ndim == 3 and shape[-1] == channels and shape[0] != channels:
+        hint = "it looks like (height, width, channels): put channels first with image.permute(2, 0, 1)"
+    elif image.ndim == 4 and shape[0] == 1:
+        hint = "each sample is one image, not a batch of one: drop the first dimension"
+    raise ValueError(
+        f"training sample 0 is an image of shape {shape}, but the model takes (channels, height, width) = "
+        f"{expected}: {hint}"
+    )
+
+
+def build_train_loader(
+    cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int, num_classes: int | None = None
+):
     """Endless DataLoader of micro-batches for this process, starting at optimiser step `start_step`."""
     sampler = StepSampler(
         len(dataset), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
     )
     workers = data_workers(cfg.num_workers)  # never more than the cores: each sample's seed, not the worker, decides
     return DataLoader(
-        SeededSamples(dataset, cfg.seed),
+        SeededSamples(dataset, cfg.seed, num_classes),
         batch_size=micro,
         sampler=sampler,
         num_workers=workers,
@@ -108,10 +228,14 @@ def build_train_loader(cfg: VITConfig, dataset: Dataset, micro: int, env: Distri
     )
 
 
-def build_device_batches(cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int):
+def build_device_batches(
+    cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int, num_classes: int | None = None
+):
     """`cfg.device_augment`: the same stream of samples, augmented on the device from a uint8 copy of CIFAR."""
 
     images, labels = uint8_cifar(dataset)
+    if num_classes is not None:
+        check_labels(dataset, num_classes, "training")
     sampler = StepSampler(
         len(labels), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
     )

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from vitlab.configs import VITConfig, resolve_model_name
 from vitlab.factory import create_model
@@ -114,6 +114,8 @@ def class_names_of(cfg: VITConfig, train_set: Dataset, model=None) -> list[str]:
         labels = getattr(train_set, "targets", None)
         if labels is None:
             labels = [int(train_set[i][1]) for i in range(len(train_set))]
+        if len(labels) == 0:
+            raise ValueError("the training set is empty (0 samples): give a training set with at least one sample")
         names = [str(i) for i in range(int(max(labels)) + 1)]
     return list(names)
 
@@ -128,23 +130,60 @@ def build_data(cfg: VITConfig, train_set, val_set, test_set, model) -> tuple:
 
 
 # --- optimiser and schedule -----------------------------------------------------------------------
+def freeze_backbone(model: torch.nn.Module) -> None:
+    """A linear probe: only the head's parameters train."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("head."))
+
+
+def features_once(cfg: VITConfig) -> bool:
+    """A linear probe whose inputs nothing augments: the frozen backbone's features are computed once."""
+    return cfg.freeze_backbone and cfg.augment == "none" and not (cfg.mixup_alpha or cfg.cutmix_alpha)
+
+
+@torch.no_grad()
+def backbone_features(model, dataset: Dataset, cfg: VITConfig, device, precision: str) -> TensorDataset:
+    """(features, labels) of every image of `dataset`: what the head of the frozen `model` reads."""
+    from vitlab.evaluate import autocast_context
+
+    was_training = model.training
+    model.eval()
+    features, labels = [], []
+    loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
+    for images, targets in loader:
+        with autocast_context(device, precision):
+            tokens = model.forward_features(images.to(device))  # (B, T, D)
+        features.append(model.forward_head(tokens, pre_logits=True).float())  # (B, num_features)
+        labels.append(torch.as_tensor(targets))
+    model.train(was_training)
+    return TensorDataset(torch.cat(features), torch.cat(labels).to(device))
+
+
 def build_optimizer(cfg: VITConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """SGD with momentum (fine-tuning) or AdamW without decay on biases, norms and embeddings (scratch)."""
+    """SGD with momentum (fine-tuning) or AdamW without decay on biases, norms and embeddings (scratch).
+
+    With `head_learning_rate` the head's parameters are groups of their own at that rate; the schedule
+    scales every group alike.
+    """
     fused = {"fused": True} if device.type == "cuda" else {}
-    params = [p for p in model.parameters() if p.requires_grad]
+    no_decay_names = ("pos_embed", "cls_token", "register_tokens")  # embeddings are not weights to shrink (timm)
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    parts = [(trained, cfg.learning_rate)]  # one rate for all, unless the head has its own
+    if cfg.head_learning_rate is not None:
+        parts = [([(n, p) for n, p in trained if not n.startswith("head.")], cfg.learning_rate),
+                 ([(n, p) for n, p in trained if n.startswith("head.")], cfg.head_learning_rate)]  # fmt: skip
+    groups = []
+    for named, rate in parts:
+        if cfg.optimizer == "sgd":
+            groups.append({"params": [p for _, p in named], "lr": rate, "weight_decay": cfg.weight_decay})
+            continue
+        decays = [p.ndim >= 2 and not any(name in n for name in no_decay_names) for n, p in named]
+        decay, no_decay = [p for (_, p), d in zip(named, decays) if d], [p for (_, p), d in zip(named, decays) if not d]
+        groups += [{"params": decay, "lr": rate, "weight_decay": cfg.weight_decay},
+                   {"params": no_decay, "lr": rate, "weight_decay": 0.0}]  # fmt: skip
+    groups = [group for group in groups if group["params"]]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused
-        )
-    no_decay_names = ("pos_embed", "cls_token")  # embeddings are not weights to shrink (as in timm)
-    decay = [
-        p
-        for n, p in model.named_parameters()
-        if p.requires_grad and p.ndim >= 2 and not any(name in n for name in no_decay_names)
-    ]
-    decay_ids = {id(p) for p in decay}
-    no_decay = [p for p in params if id(p) not in decay_ids]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, **fused)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.momentum, 0.999), **fused)
 
 

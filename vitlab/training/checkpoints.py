@@ -81,13 +81,52 @@ def restore(state: dict, model, optimizer, scheduler, scaler) -> None:
     set_rng_state(state["rng"])
 
 
-def reconcile_best(run_dir: Path, last: dict) -> tuple[dict, str | None]:
-    """Make last.pt's record of the best checkpoint agree with best.pt; returns (state to resume, note).
+def check_same_classes(state: dict, class_names: list[str], cfg: VITConfig) -> None:
+    """A resumed run goes on with the classes its checkpoint learned: other data are refused, naming both lists."""
+    saved = state.get("class_names")
+    if saved is None or list(saved) == list(class_names):
+        return
+    saved_dir = (state.get("config") or {}).get("data_dir")
+    own = f" (its data_dir was {saved_dir})" if saved_dir and saved_dir != cfg.data_dir else ""
+    raise ValueError(
+        f"cannot resume run {cfg.run_name} on these data: its checkpoint learned {len(saved)} classes "
+        f"[{_preview(saved)}], but the data have {len(class_names)} classes [{_preview(class_names)}]. Resume with "
+        f"the run's own data{own}, or start a new run with another --name"
+    )
+
+
+def _preview(names, limit: int = 12) -> str:
+    names = [str(name) for name in names]
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def aside_name(path: Path) -> Path:
+    """Where `set_aside` puts a damaged file: `<name>.damaged` (`.damaged.1`, ... when taken)."""
+    target, number = path.with_name(path.name + ".damaged"), 0
+    while target.exists():
+        number += 1
+        target = path.with_name(f"{path.name}.damaged.{number}")
+    return target
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to `aside_name(path)`, so that nothing reads it again and nothing is lost."""
+    target = aside_name(path)
+    path.rename(target)
+    return target
+
+
+def reconcile_best(run_dir: Path, last: dict) -> tuple[dict, str | None, Path | None]:
+    """Make last.pt's record of the best checkpoint agree with best.pt; returns (state to resume, note,
+    a damaged best.pt to set aside or None).
 
     The trainer writes best.pt before last.pt, and last.pt records which step best.pt holds. A run
     killed between the two writes leaves a best.pt newer than last.pt: it holds the whole state, so the
     run continues from it. A best.pt other than the recorded one (older runs wrote last.pt first) makes
-    the record follow the file: the weights best.pt holds are the ones a test will use.
+    the record follow the file: the weights best.pt holds are the ones a test will use. A best.pt that
+    cannot be read (truncated by a full disk, a copy cut short) does not stop the run: it continues from
+    last.pt, the damaged file is set aside, and the best is chosen anew.
     """
     from vitlab.weights.checkpoint import load_checkpoint
 
@@ -95,19 +134,39 @@ def reconcile_best(run_dir: Path, last: dict) -> tuple[dict, str | None]:
     recorded = last.get("best_step")
     if not path.is_file():
         if recorded is None:
-            return last, None
+            return last, None, None
         repaired = {**last, "best_step": None, "best_accuracy": -1.0}
-        return repaired, f"best.pt is missing (last.pt recorded step {recorded}): the best is chosen anew"
-    best = load_checkpoint(path)
+        return repaired, f"best.pt is missing (last.pt recorded step {recorded}): the best is chosen anew", None
+    try:
+        best = load_checkpoint(path)
+    except ValueError:  # CheckpointError: truncated, empty or not a checkpoint
+        repaired = {**last, "best_step": None, "best_accuracy": -1.0}
+        return (
+            repaired,
+            (
+                f"best.pt cannot be read ({path.stat().st_size:,} bytes, truncated or damaged): it is set aside as "
+                f"{aside_name(path).name}, the run continues from last.pt (step {last.get('step')}), which is intact, "
+                "and the best is chosen anew"
+            ),
+            path,
+        )
     if best.get("step") == recorded:
-        return last, None
+        return last, None, None
     if best.get("step", -1) > last.get("step", -1) and "optimizer" in best:
-        return best, (
-            f"best.pt (step {best['step']}) is newer than last.pt (step {last.get('step')}): the run was stopped "
-            "between the two writes; it continues from best.pt"
+        return (
+            best,
+            (
+                f"best.pt (step {best['step']}) is newer than last.pt (step {last.get('step')}): the run was stopped "
+                "between the two writes; it continues from best.pt"
+            ),
+            None,
         )
     repaired = {**last, "best_step": best.get("step"), "best_accuracy": best.get("best_accuracy", -1.0)}
-    return repaired, (
-        f"last.pt recorded the best at step {recorded}, but best.pt holds step {best.get('step')} (a write was "
-        "interrupted): the record now follows best.pt"
+    return (
+        repaired,
+        (
+            f"last.pt recorded the best at step {recorded}, but best.pt holds step {best.get('step')} (a write was "
+            "interrupted): the record now follows best.pt"
+        ),
+        None,
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -10,32 +13,100 @@ import torch
 from torch.utils.data import Dataset
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, OPTIMIZERS, PRECISIONS, VITConfig
-from vitlab.training.batches import SeededSamples
+from vitlab.training.batches import SeededSamples, known_labels
 from vitlab.training.devices import Distributed
 
 
 def open_writer(cfg: VITConfig, env: Distributed, start_step: int):
-    """The run's SummaryWriter on the main process (None elsewhere or with TB_log off)."""
+    """The run's SummaryWriter (a `GuardedWriter`) on the main process (None elsewhere, with TB_log off,
+    or when the TensorBoard folder cannot be written: the run then goes on without it)."""
     if not (env.is_main and cfg.TB_log):
         return None
     from torch.utils.tensorboard import SummaryWriter
 
+    _quiet_writer_threads()
     # A resumed run purges what the stopped run logged after its checkpoint (steps it will log again),
     # and keeps step `start_step` itself, which it will not: each step once, the curves continuous.
     purge_step = start_step + 1 if start_step else None
-    writer = SummaryWriter(str(Path(cfg.log_dir) / cfg.run_name), purge_step=purge_step)
+    log_dir = Path(cfg.log_dir) / cfg.run_name
+    try:
+        writer = GuardedWriter(SummaryWriter(str(log_dir), purge_step=purge_step), log_dir)
+    except OSError as error:
+        GuardedWriter(None, log_dir).stop(error)
+        return None
     text = json.dumps(cfg.to_dict(), indent=2)
     writer.add_text("config", "    " + text.replace("\n", "\n    "), start_step)  # indented = code block
-    return writer
+    return writer if not writer.stopped else None
 
 
-def known_labels(dataset: Dataset) -> list[int] | None:
-    """Every sample's label when the dataset knows them without reading images (`targets`), else None."""
-    targets = getattr(dataset, "targets", None)
-    base, indices = getattr(dataset, "base", None), getattr(dataset, "indices", None)
-    if targets is None and indices is not None and getattr(base, "targets", None) is not None:
-        targets = [base.targets[i] for i in indices]  # a subset of CIFAR or of an ImageFolder
-    return [int(label) for label in targets] if targets is not None and len(targets) == len(dataset) else None
+class GuardedWriter:
+    """A SummaryWriter whose failure to write (a full disk, a folder taken away) ends TensorBoard logging with
+    one warning, not the run: checkpoints matter more than curves. Every call after that does nothing."""
+
+    def __init__(self, writer, log_dir: Path, owner: GuardedWriter | None = None):
+        self._writer, self.log_dir, self._owner = writer, log_dir, owner
+        self.stopped = False
+
+    def stop(self, error: OSError) -> None:
+        """Warn once, close what can be closed, and log nothing more."""
+        owner = self._owner or self
+        if owner.stopped:
+            return
+        owner.stopped = True
+        from vitlab.weights.files import disk_full_cause, disk_full_error
+
+        reason = str(disk_full_error(self.log_dir)).split(";")[0] if disk_full_cause(error) else f"{error}"
+        print(
+            f"warning: TensorBoard stopped logging ({reason}); the run goes on without it, and its checkpoints "
+            "are still saved",
+            file=sys.stderr,
+        )
+        with contextlib.suppress(Exception):  # the writer's own close may fail the same way; it is not needed
+            if owner._writer is not None:
+                owner._writer.close()
+
+    def __getattr__(self, name: str):
+        owner = self._owner or self
+        if owner.stopped:
+            return _ignore
+        attribute = getattr(self._writer, name)
+        if name == "file_writer":  # log_hparams writes through it
+            return GuardedWriter(attribute, self.log_dir, owner)
+        if not callable(attribute):
+            return attribute
+
+        def guarded(*args, **kwargs):
+            if owner.stopped:
+                return None
+            try:
+                return attribute(*args, **kwargs)
+            except OSError as error:
+                self.stop(error)
+                return None
+
+        return guarded
+
+
+def _ignore(*args, **kwargs) -> None:
+    return None
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard writes from a thread, which prints its own traceback when a write fails; the writer's next
+    call raises the same error, which `GuardedWriter` turns into one warning. Those tracebacks are left out."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard", False):
+        return
+
+    def hook(args):
+        if isinstance(args.thread, _AsyncWriterThread) and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+
+    hook.quiet_tensorboard = True
+    threading.excepthook = hook
 
 
 def sample_indices(dataset: Dataset, count: int, seed: int) -> list[int]:
@@ -45,7 +116,8 @@ def sample_indices(dataset: Dataset, count: int, seed: int) -> list[int]:
     would make the data look unshuffled; these show the classes side by side.
     """
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    labels = known_labels(dataset)
+    known = known_labels(dataset)  # (labels, ...) of CIFAR, image folders and their subsets, without reading images
+    labels = known[0] if known and len(known[0]) == len(dataset) else None
     if labels is None:
         return order[:count]
     by_class: dict[int, list[int]] = {}
@@ -114,7 +186,14 @@ def log_hparams(writer, hparams: dict, run_name: str) -> None:
     for info in data.experiment.hparam_infos:
         info.differs = info.name in HPARAMS_SHOWN_FIRST
     content.content = data.SerializeToString()
-    write_first_events(Path(writer.log_dir), [config, hp.hparams_pb(hparams, trial_id=run_name)])
+    if getattr(writer, "stopped", False):
+        return
+    try:
+        write_first_events(Path(writer.log_dir), [config, hp.hparams_pb(hparams, trial_id=run_name)])
+    except OSError as error:
+        if not isinstance(writer, GuardedWriter):
+            raise
+        writer.stop(error)  # one warning; the run goes on without TensorBoard
 
 
 def write_first_events(log_dir: Path, summaries: list) -> None:

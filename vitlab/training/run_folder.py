@@ -16,8 +16,11 @@ import socket
 import time
 from pathlib import Path
 
+from vitlab.weights.files import disk_full_cause, disk_full_error
+
 LOCK_NAME = "run.lock"
 RUN_FILES = ("best.pt", "last.pt", "config.json", "config.before_step_*.json")  # written with `atomic_write`
+FREE_SPACE = "free some space there and run the command again, or choose another --output_dir"
 FRESH_LOCK_SECONDS = 10  # an empty lock younger than this is being written by a process that just created it
 
 
@@ -54,7 +57,12 @@ def _being_written(path: Path) -> bool:
 def claim(run_dir: str | os.PathLike):
     """Hold `run_dir/run.lock` for the block; a lock held by a live process is a `RunFolderBusy` error."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if disk_full_cause(error) is not None:
+            raise disk_full_error(run_dir, "the run folder", FREE_SPACE) from None
+        raise
     path = run_dir / LOCK_NAME
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for _ in range(3):  # a stale lock is removed and the claim tried again
@@ -80,8 +88,18 @@ def claim(run_dir: str | os.PathLike):
             print(f"removed the stale lock of process {holder.get('pid')}, which no longer runs ({path})")
             path.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
+        except OSError as error:
+            if disk_full_cause(error) is not None:
+                raise disk_full_error(path, "the run's lock", FREE_SPACE) from None
+            raise
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+        except BaseException as error:  # a lock that could not be written must not stay and block the next run
+            path.unlink(missing_ok=True)
+            if disk_full_cause(error) is not None:
+                raise disk_full_error(path, "the run's lock", FREE_SPACE) from None
+            raise
         break
     else:
         raise RunFolderBusy(f"could not claim run folder {run_dir}: {path} keeps reappearing")

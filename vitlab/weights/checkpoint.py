@@ -47,6 +47,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
         raise unreadable_torch_file(path, error, "copy it again or use another one") from None
+    except OSError as error:
+        if error.filename is not None:  # the file itself cannot be opened (permissions): that error says so
+            raise
+        # torch's zip reader says "[Errno 22] Invalid argument" for some truncated files
+        raise unreadable_torch_file(path, error, "copy it again or use another one") from None
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state

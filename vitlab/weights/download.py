@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from vitlab.weights.files import disk_full_cause, disk_full_error
+
 BASE_URL = "https://storage.googleapis.com/vit_models/"
 URL_ENV = "VITLAB_PRETRAINED_URL"
-VARIANTS = ("imagenet21k", "imagenet21k+imagenet2012", "augreg", "mae")
+VARIANTS = ("imagenet21k", "imagenet21k+imagenet2012", "augreg", "mae", "dinov2")
+DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/"
 
 # The best upstream checkpoint of each size from "How to train your ViT?" (Steiner et al., AugReg),
 # as recommended in the README of google-research/vision_transformer. Pre-trained on ImageNet-21k,
@@ -52,6 +55,13 @@ CHECKPOINTS: dict[str, dict[str, str]] = {
     # Not Google's: MAE's ViT-B/16 fine-tuned on ImageNet-1k (83.6% top-1), a PyTorch state dict in
     # timm's names for the vit_base_p16 preset. Full addresses keep the publisher's file name locally.
     "mae": {"mae_finetuned_vit_base": "https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_base.pth"},
+    # Meta's DINOv2 backbones (self-supervised on LVD-142M, no head), PyTorch state dicts in Meta's names for the
+    # dinov2_* presets of the same name. Apache-2.0.
+    "dinov2": {
+        f"dinov2_vit{size}14{reg}": f"{DINOV2_URL}dinov2_vit{size}14/dinov2_vit{size}14{reg and '_reg4'}_pretrain.pth"
+        for size in "sbl"
+        for reg in ("", "_reg")
+    },
 }
 
 CHUNK = 1 << 20
@@ -156,21 +166,21 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         received = offset
-        with (
-            open(part, "ab" if offset else "wb") as f,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=part.name[:-5],
-                disable=not progress,
-            ) as bar,
-        ):
-            window_start, window_bytes = time.monotonic(), 0
-            try:
-                while chunk := response.read1(CHUNK):  # what has arrived, not a wait for a whole chunk
+        try:
+            with (
+                open(part, "ab" if offset else "wb") as f,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=part.name[:-5],
+                    disable=not progress,
+                ) as bar,
+            ):
+                window_start, window_bytes = time.monotonic(), 0
+                while chunk := _read(response, url):  # what has arrived, not a wait for a whole chunk
                     f.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
@@ -181,12 +191,27 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
                         raise ConnectionError(
                             f"download of {url} stalled: {window_bytes:,} bytes in the last {stall_seconds:g} s"
                         )
-            except ConnectionError:
-                raise
-            except (TimeoutError, http.client.IncompleteRead, OSError) as error:
-                raise ConnectionError(f"download of {url} interrupted ({type(error).__name__})") from error
+        except ConnectionError:
+            raise
+        except OSError as error:  # reading the network is _read's: this is the local disk refusing the bytes
+            if disk_full_cause(error) is None:
+                raise OSError(error.errno, f"could not write the download ({error.strerror})", str(part)) from None
+            kept = part.stat().st_size if part.exists() else 0
+            fix = (
+                f"the {kept:,} bytes received are kept there: free some space on that disk and run the same "
+                "command to resume, or download into another folder (--dest)"
+            )
+            raise disk_full_error(part, "the download", fix, disk="the local disk") from None
     if total is not None and received < total:
         raise ConnectionError(f"download of {url} interrupted after {received:,} of {total:,} bytes")
+
+
+def _read(response, url: str) -> bytes:
+    """The next bytes that have arrived; a broken connection is a ConnectionError (a disk error never is)."""
+    try:
+        return response.read1(CHUNK)
+    except (TimeoutError, http.client.IncompleteRead, OSError) as error:
+        raise ConnectionError(f"download of {url} interrupted ({type(error).__name__})") from error
 
 
 def _verify(path: Path, suffix: str = ".npz") -> None:

@@ -82,11 +82,23 @@ def _adapt_class_token(model, state, report) -> None:
         )
 
 
-# How a position grid is resized for another image size: the name, F.interpolate's align_corners, the report's words.
+# How a position grid is resized for another image size: the name, `resize_pos_embed`'s arguments, the report's words.
 POS_EMBED_RESIZES = {
-    "google": (True, "bilinear with aligned corners, as Google's scipy.ndimage.zoom(order=1)"),
-    "timm": (False, "bilinear, align_corners=False, no antialias, as timm's .npz loader"),
+    "google": (dict(align_corners=True), "bilinear with aligned corners, as Google's scipy.ndimage.zoom(order=1)"),
+    "timm": (dict(), "bilinear, align_corners=False, no antialias, as timm's .npz loader"),
+    # DINOv2's 37 x 37 grid, three ways: each source's own code.
+    "bicubic": (dict(mode="bicubic"), "bicubic to the new grid size, no antialias, as transformers' Dinov2Model"),
+    "meta": (
+        dict(mode="bicubic", scale_offset=0.1),
+        "bicubic with scale factor (G + 0.1) / g, no antialias, as Meta's DINOv2 hub code",
+    ),
+    "timm-bicubic": (dict(mode="bicubic", antialias=True), "bicubic with antialias, as timm's loader of .pth files"),
 }
+# The way each source resizes its own weights (the default of `load_pretrained`).
+SOURCE_RESIZE = {
+    "npz": "google", "timm": "timm", "torchvision": "timm", "vitlab": "timm",
+    "dinov2-meta": "meta", "dinov2-timm": "timm-bicubic", "dinov2-hf": "bicubic",
+}  # fmt: skip
 
 
 def _check_resize(pos_embed_resize: str) -> None:
@@ -104,14 +116,39 @@ def _adapt_pos_embed(model, state, report, name: str, how: str) -> None:
     if source.shape == target.shape:
         return
     grid = model.patch_embed.grid_size
-    align_corners, words = POS_EMBED_RESIZES[how]
-    resized = resize_pos_embed(source, grid, model.num_prefix_tokens, align_corners=align_corners)
+    arguments, words = POS_EMBED_RESIZES[how]
+    resized = resize_pos_embed(source, grid, model.num_prefix_positions, **arguments)
     state["pos_embed"] = resized
     report.pos_embed_resize = how
     report.resized["pos_embed"] = (
         f"{_shape(source)} -> {_shape(resized)} ({how}: {words}; prefix position kept) for the "
         f"{grid}x{grid} grid of {model.cfg.img_size}px images"
     )
+
+
+def _adapt_dinov2_tokens(model, state, report, key_names) -> None:
+    """DINOv2's extra tokens: `mask_token` is dropped; registers must be where the model has them, and as many."""
+    if state.pop("mask_token", None) is not None:
+        report.skipped[key_names.get("mask_token", "mask_token")] = (
+            "DINOv2's token for masked patches, used only in pre-training (iBOT's masked image modelling)"
+        )
+    source, target = state.get("register_tokens"), model.register_tokens
+    have = 0 if source is None else source.shape[1]
+    want = 0 if target is None else target.shape[1]
+    if have != want:
+        shapes = [None if tensor is None else _shape(tensor) for tensor in (source, target)]
+        fix = "a '_reg' model (e.g. dinov2_vits14_reg)" if have else "a model without registers (e.g. dinov2_vits14)"
+        raise CheckpointError(
+            f"register tokens in {report.source}: the checkpoint has {have}, shape {shapes[0]}, the model {want}, "
+            f"shape {shapes[1]}: build {fix}"
+        )
+    has_scale = any(key.endswith(".ls1.gamma") for key in state)
+    if has_scale != (model.cfg.layer_scale_init is not None):
+        which = ("has", "has none") if has_scale else ("has none", "has")
+        raise CheckpointError(
+            f"checkpoint {report.source} {which[0]} LayerScale (the ls1 / ls2 gammas of DINOv2's blocks) and the model "
+            f"{which[1]}: choose the preset that matches the checkpoint (dinov2_* for DINOv2 weights)"
+        )
 
 
 def _adapt_pre_logits(model, state, report) -> None:
@@ -216,6 +253,7 @@ def apply_state_dict(
     if "pos_embed" not in state:
         raise CheckpointError(f"checkpoint {source} has no {key_names.get('pos_embed', 'pos_embed')!r}")
     _adapt_class_token(model, state, report)
+    _adapt_dinov2_tokens(model, state, report, key_names)
     _adapt_pos_embed(model, state, report, key_names.get("pos_embed", "pos_embed"), pos_embed_resize)
     _adapt_pre_logits(model, state, report)
     _adapt_head(model, state, report, zero_head)
@@ -230,13 +268,14 @@ def apply_state_dict(
 # The GELU each source's model computes: flax's default is the tanh form, PyTorch's the exact one.
 # vitlab's own files do not say, so a model loading them keeps its own (run checkpoints record it).
 SOURCE_GELU = {"npz": "tanh", "timm": "none", "torchvision": "none", "vitlab": None}
+SOURCE_GELU.update(dict.fromkeys(("dinov2-meta", "dinov2-timm", "dinov2-hf"), "none"))
 
 
 def _adopt_gelu(model: VisionTransformer, source: str, report: LoadReport, match: bool) -> None:
     wanted = SOURCE_GELU[source] if match else None
     if wanted is not None and wanted != model.cfg.gelu_approximate:
         names = {"tanh": "the tanh approximation", "none": "the exact (erf) GELU"}
-        who = "Google's JAX model" if source == "npz" else f"{source}'s model"
+        who = "Google's JAX model" if source == "npz" else f"the model of these weights ({source})"
         report.notes.append(
             f"GELU set to {names[wanted]} (gelu_approximate={wanted!r}, was {model.cfg.gelu_approximate!r}), "
             f"as {who} computes with these weights; load with match_gelu=False to keep the model's"
@@ -259,12 +298,15 @@ def load_pretrained(
 
     Google's `.npz` files (the released, Flax-Linen and big_vision key names), and PyTorch state
     dicts (`.pth`, `.pt`, `.bin`, `.safetensors`) in timm's, torchvision's or vitlab's key names
-    (MAE's releases use timm's). A missing file with a known name (e.g.
+    (MAE's releases use timm's), and DINOv2's in Meta's, timm's or Hugging Face's (into a dinov2_* model).
+    A missing file with a known name (e.g.
     `Pretrained/imagenet21k_ViT-B_16.npz`) is downloaded first when `download=True`.
     With `match_gelu` the model then computes the GELU of the weights' source: the tanh form for
     Google's files, the exact one for timm's and torchvision's (`report.gelu_approximate` says which).
-    A position grid of another size is resized the way of `pos_embed_resize`: "google" (aligned
-    corners, the default for `.npz` files) or "timm" (the default for PyTorch state dicts).
+    A position grid of another size is resized the way of `pos_embed_resize` (`POS_EMBED_RESIZES`),
+    by default the way the weights' source does it (`SOURCE_RESIZE`): "google" (aligned corners) for
+    `.npz` files, "timm" for PyTorch state dicts, and for DINOv2's 37 x 37 grid "meta", "timm-bicubic"
+    or "bicubic" (Hugging Face's) by the layout of the file.
     `zero_head=True` starts from a zero head even when the class count matches, as Google's
     fine-tuning does.
     """
@@ -286,7 +328,7 @@ def load_pretrained(
         except CheckpointError as error:
             raise CheckpointError(f"{path}: {error}") from None
         key_names = google_names(model)
-    how = pos_embed_resize or ("timm" if layout else "google")
+    how = pos_embed_resize or SOURCE_RESIZE[layout or "npz"]
     report = apply_state_dict(
         model, state, source=str(path), key_names=key_names, pos_embed_resize=how, zero_head=zero_head
     )

@@ -159,47 +159,93 @@ def _tensor(arrays: dict[str, np.ndarray], key: str, ndim: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(value, dtype=np.float32))
 
 
-def _dense(arrays, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A flax Dense (kernel (in, out)) as a PyTorch Linear weight (out, in) and bias."""
-    return _tensor(arrays, f"{key}/kernel", 2).T, _tensor(arrays, f"{key}/bias", 1)
+# --- one table: a block's tensors in Google's names and in vitlab's, and how each converts ----------------
+# Google name in the block -> (vitlab name in encoder.blocks.i, conversion). "query|key|value" stands for
+# three Google arrays that make one vitlab tensor (q, k, v stacked).
+BLOCK_TENSORS = {
+    "LayerNorm_0/scale": ("norm1.weight", "vector"),
+    "LayerNorm_0/bias": ("norm1.bias", "vector"),
+    ATTENTION + "query|key|value/kernel": ("attn.to_qkv.weight", "qkv_kernel"),
+    ATTENTION + "query|key|value/bias": ("attn.to_qkv.bias", "qkv_bias"),
+    ATTENTION + "out/kernel": ("attn.to_out.weight", "out_kernel"),
+    ATTENTION + "out/bias": ("attn.to_out.bias", "vector"),
+    "LayerNorm_2/scale": ("norm2.weight", "vector"),
+    "LayerNorm_2/bias": ("norm2.bias", "vector"),
+    "MlpBlock_3/Dense_0/kernel": ("mlp.fc1.weight", "dense_kernel"),
+    "MlpBlock_3/Dense_0/bias": ("mlp.fc1.bias", "vector"),
+    "MlpBlock_3/Dense_1/kernel": ("mlp.fc2.weight", "dense_kernel"),
+    "MlpBlock_3/Dense_1/bias": ("mlp.fc2.bias", "vector"),
+}
+# The same for the tensors outside the blocks; the last four are read only when the file has them.
+TOP_TENSORS = {
+    "embedding/kernel": ("patch_embed.proj.weight", "conv_kernel"),
+    "embedding/bias": ("patch_embed.proj.bias", "vector"),
+    "Transformer/posembed_input/pos_embedding": ("pos_embed", "token"),  # (1, prefix + N, D)
+    "cls": ("cls_token", "token"),  # (1, 1, D); Google's "gap" models have none
+    "Transformer/encoder_norm/scale": ("encoder.norm.weight", "vector"),
+    "Transformer/encoder_norm/bias": ("encoder.norm.bias", "vector"),
+    "pre_logits/kernel": ("pre_logits.0.weight", "dense_kernel"),
+    "pre_logits/bias": ("pre_logits.0.bias", "vector"),
+    "head/kernel": ("head.weight", "dense_kernel"),
+    "head/bias": ("head.bias", "vector"),
+}
+OPTIONAL_TOP = ("cls", "Transformer/encoder_norm/", "pre_logits/", "head/")
+QKV = ("query", "key", "value")
 
 
-def _layer_norm(arrays, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _tensor(arrays, f"{key}/scale", 1), _tensor(arrays, f"{key}/bias", 1)
-
-
-def _attention(arrays, key: str, num_heads: int, hidden_size: int) -> dict[str, torch.Tensor]:
-    """Google's separate q/k/v projections, each (D, heads, head_dim), as one fused `to_qkv`."""
-    weights, biases = [], []
-    for name in ("query", "key", "value"):
-        kernel = _tensor(arrays, f"{key}{name}/kernel", 3)  # (D, heads, head_dim)
+def _to_torch(arrays, key: str, conversion: str, num_heads: int, hidden_size: int) -> torch.Tensor:
+    """Google's array(s) at `key` in vitlab's layout."""
+    if conversion == "vector":
+        return _tensor(arrays, key, 1)
+    if conversion == "token":
+        return _tensor(arrays, key, 3)
+    if conversion == "dense_kernel":  # flax Dense (in, out) -> PyTorch Linear (out, in)
+        return _tensor(arrays, key, 2).T
+    if conversion == "conv_kernel":  # HWIO (P, P, C, D) -> PyTorch's OIHW (D, C, P, P)
+        return _tensor(arrays, key, 4).permute(3, 2, 0, 1)
+    if conversion == "out_kernel":  # (heads, head_dim, D) -> (D, heads * head_dim)
+        return _tensor(arrays, key, 3).flatten(0, 1).T
+    parts = []
+    for name in QKV:  # Google's separate q/k/v projections as one fused `to_qkv`, in the order q, k, v
+        part_key = key.replace("query|key|value", name)
+        if conversion == "qkv_bias":
+            parts.append(_tensor(arrays, part_key, 2).flatten())  # (heads, head_dim) -> (heads * head_dim,)
+            continue
+        kernel = _tensor(arrays, part_key, 3)  # (D, heads, head_dim)
         # Checked only at equal width: a different width is reported with both shapes later.
         if kernel.shape[1] != num_heads and kernel.shape[0] == kernel.shape[1] * kernel.shape[2] == hidden_size:
             raise CheckpointError(
-                f"checkpoint key {key}{name}/kernel has shape {tuple(kernel.shape)}: {kernel.shape[1]} heads, but "
+                f"checkpoint key {part_key} has shape {tuple(kernel.shape)}: {kernel.shape[1]} heads, but "
                 f"the model has num_heads={num_heads}; build the model with num_heads={kernel.shape[1]}"
             )
-        weights.append(kernel.flatten(1).T)  # (heads * head_dim, D): rows are the outputs, head by head
-        biases.append(_tensor(arrays, f"{key}{name}/bias", 2).flatten())  # (heads * head_dim,)
-    out_kernel = _tensor(arrays, f"{key}out/kernel", 3)  # (heads, head_dim, D)
-    return {
-        "to_qkv.weight": torch.cat(weights),  # (3D, D) in the order q, k, v
-        "to_qkv.bias": torch.cat(biases),  # (3D,)
-        "to_out.weight": out_kernel.flatten(0, 1).T,  # (D, heads * head_dim)
-        "to_out.bias": _tensor(arrays, f"{key}out/bias", 1),
-    }
+        parts.append(kernel.flatten(1).T)  # (heads * head_dim, D): rows are the outputs, head by head
+    return torch.cat(parts)  # (3D, D) or (3D,)
+
+
+def _to_google(tensor: torch.Tensor, key: str, conversion: str, heads: int) -> dict[str, torch.Tensor]:
+    """A vitlab tensor as Google's array(s): the exact inverse of `_to_torch`."""
+    if conversion in ("vector", "token"):
+        return {key: tensor}
+    if conversion == "dense_kernel":
+        return {key: tensor.T}
+    if conversion == "conv_kernel":
+        return {key: tensor.permute(2, 3, 1, 0)}  # (D, C, P, P) -> HWIO
+    if conversion == "out_kernel":
+        return {key: tensor.T.reshape(heads, -1, tensor.shape[0])}  # (heads, head_dim, D)
+    hidden = tensor.shape[-1] if conversion == "qkv_kernel" else tensor.shape[0] // 3
+    arrays = {}
+    for name, part in zip(QKV, tensor.chunk(3)):  # each (D, D) as (out, in), or (D,)
+        google = part.T.reshape(hidden, heads, -1) if conversion == "qkv_kernel" else part.reshape(heads, -1)
+        arrays[key.replace("query|key|value", name)] = google  # (D, heads, head_dim) or (heads, head_dim)
+    return arrays
 
 
 def _block(arrays, index: int, num_heads: int, hidden_size: int) -> dict[str, torch.Tensor]:
-    key = BLOCK.format(index)
-    tensors = dict(zip(("norm1.weight", "norm1.bias"), _layer_norm(arrays, f"{key}LayerNorm_0")))
-    tensors.update(
-        {f"attn.{name}": value for name, value in _attention(arrays, key + ATTENTION, num_heads, hidden_size).items()}
-    )
-    tensors.update(zip(("norm2.weight", "norm2.bias"), _layer_norm(arrays, f"{key}LayerNorm_2")))
-    tensors.update(zip(("mlp.fc1.weight", "mlp.fc1.bias"), _dense(arrays, f"{key}MlpBlock_3/Dense_0")))
-    tensors.update(zip(("mlp.fc2.weight", "mlp.fc2.bias"), _dense(arrays, f"{key}MlpBlock_3/Dense_1")))
-    return {f"encoder.blocks.{index}.{name}": value for name, value in tensors.items()}
+    google = BLOCK.format(index)
+    return {
+        f"encoder.blocks.{index}.{ours}": _to_torch(arrays, google + name, conversion, num_heads, hidden_size)
+        for name, (ours, conversion) in BLOCK_TENSORS.items()
+    }
 
 
 def _block_indices(arrays) -> list[int]:
@@ -224,27 +270,19 @@ def npz_to_state_dict(arrays: dict[str, np.ndarray], model: VisionTransformer) -
         used.add(key)
         return _tensor(arrays, key, ndim)
 
-    state = {
-        # HWIO (P, P, C, D) -> PyTorch's OIHW (D, C, P, P)
-        "patch_embed.proj.weight": take("embedding/kernel", 4).permute(3, 2, 0, 1),
-        "patch_embed.proj.bias": take("embedding/bias", 1),
-        "pos_embed": take("Transformer/posembed_input/pos_embedding", 3),  # (1, prefix + N, D)
-    }
-    if "cls" in arrays:  # Google's "gap" models have no class token
-        state["cls_token"] = take("cls", 3)  # (1, 1, D)
+    heads, hidden = model.encoder.blocks[0].attn.num_heads, model.cfg.hidden_size
+    state = {}
+    for key, (ours, conversion) in TOP_TENSORS.items():
+        if key.startswith(OPTIONAL_TOP):  # a pair (weight and bias, scale and bias) is read only when whole
+            pair = [k for k in TOP_TENSORS if k.rsplit("/", 1)[0] == key.rsplit("/", 1)[0]]
+            if not all(k in arrays for k in pair):
+                continue
+        state[ours] = _to_torch(arrays, key, conversion, heads, hidden)
+        used.add(key)
     state.update(_backbone(arrays, model, take))
     for index in _block_indices(arrays):
-        state.update(_block(arrays, index, model.encoder.blocks[0].attn.num_heads, model.cfg.hidden_size))
+        state.update(_block(arrays, index, heads, hidden))
         used.update(key for key in arrays if key.startswith(BLOCK.format(index)))
-    for torch_name, key, reader in (
-        ("encoder.norm", "Transformer/encoder_norm", _layer_norm),
-        ("pre_logits.0", "pre_logits", _dense),
-        ("head", "head", _dense),
-    ):
-        suffixes = ("scale", "bias") if reader is _layer_norm else ("kernel", "bias")
-        if all(f"{key}/{s}" in arrays for s in suffixes):
-            state[f"{torch_name}.weight"], state[f"{torch_name}.bias"] = reader(arrays, key)
-            used.update(f"{key}/{s}" for s in suffixes)
     for key in arrays.keys() - used:
         state[key] = torch.from_numpy(np.asarray(arrays[key]))
     return state
@@ -296,36 +334,10 @@ def google_backbone_names(backbone: torch.nn.Module) -> dict[str, str]:
 
 # --- vitlab model -> Google's arrays and file ---------------------------------------------------
 def _export_names(model: VisionTransformer) -> dict[str, str]:
-    """Google key -> vitlab key for the tensors that map one to one."""
-    names = {
-        "embedding/bias": "patch_embed.proj.bias",
-        "embedding/kernel": "patch_embed.proj.weight",
-        "Transformer/posembed_input/pos_embedding": "pos_embed",
-        "Transformer/encoder_norm/scale": "encoder.norm.weight",
-        "Transformer/encoder_norm/bias": "encoder.norm.bias",
-        "pre_logits/kernel": "pre_logits.0.weight",
-        "pre_logits/bias": "pre_logits.0.bias",
-        "head/kernel": "head.weight",
-        "head/bias": "head.bias",
-        "cls": "cls_token",
-    }
+    """Google key -> vitlab key ("query|key|value" names the three arrays of `to_qkv`)."""
+    names = {key: ours for key, (ours, _) in TOP_TENSORS.items()}
     for i in range(len(model.encoder.blocks)):
-        block, torch_block = BLOCK.format(i), f"encoder.blocks.{i}."
-        for google, ours in (
-            ("LayerNorm_0/scale", "norm1.weight"),
-            ("LayerNorm_0/bias", "norm1.bias"),
-            ("LayerNorm_2/scale", "norm2.weight"),
-            ("LayerNorm_2/bias", "norm2.bias"),
-            (ATTENTION + "out/kernel", "attn.to_out.weight"),
-            (ATTENTION + "out/bias", "attn.to_out.bias"),
-            ("MlpBlock_3/Dense_0/kernel", "mlp.fc1.weight"),
-            ("MlpBlock_3/Dense_0/bias", "mlp.fc1.bias"),
-            ("MlpBlock_3/Dense_1/kernel", "mlp.fc2.weight"),
-            ("MlpBlock_3/Dense_1/bias", "mlp.fc2.bias"),
-            (ATTENTION + "query|key|value/kernel", "attn.to_qkv.weight"),
-            (ATTENTION + "query|key|value/bias", "attn.to_qkv.bias"),
-        ):
-            names[block + google] = torch_block + ours
+        names.update({BLOCK.format(i) + key: f"encoder.blocks.{i}.{ours}" for key, (ours, _) in BLOCK_TENSORS.items()})
     if model.cfg.resnet_layers:
         names.update(google_backbone_names(model.patch_embed.backbone))
     return names
@@ -335,51 +347,25 @@ def state_dict_to_npz(model: VisionTransformer) -> dict[str, np.ndarray]:
     """The model's weights as Google's arrays (float32, flax names and layouts)."""
     if model.cfg.fc_norm:
         raise ValueError("Google's .npz layout has no fc_norm (MAE-style pooled norm): the model cannot be exported")
+    if model.cfg.layer_scale_init is not None or model.cfg.num_register_tokens:
+        raise ValueError(
+            "Google's .npz layout has no LayerScale or register tokens (DINOv2): save this model with "
+            "torch.save(model.state_dict(), path) instead"
+        )
     state = {key: value.detach().float().cpu() for key, value in model.state_dict().items()}
     heads = model.encoder.blocks[0].attn.num_heads
-    arrays = {
-        "embedding/kernel": state["patch_embed.proj.weight"].permute(2, 3, 1, 0),  # (D, C, P, P) -> HWIO
-        "embedding/bias": state["patch_embed.proj.bias"],
-        "Transformer/posembed_input/pos_embedding": state["pos_embed"],
-        "Transformer/encoder_norm/scale": state["encoder.norm.weight"],
-        "Transformer/encoder_norm/bias": state["encoder.norm.bias"],
-    }
-    if "cls_token" in state:
-        arrays["cls"] = state["cls_token"]
-    for prefix, key in (("pre_logits.0", "pre_logits"), ("head", "head")):
-        if f"{prefix}.weight" in state:
-            arrays[f"{key}/kernel"] = state[f"{prefix}.weight"].T  # (out, in) -> (in, out)
-            arrays[f"{key}/bias"] = state[f"{prefix}.bias"]
+    arrays = {}
+    for key, (ours, conversion) in TOP_TENSORS.items():
+        if ours in state:  # a model may have no class token, pre-logits or head
+            arrays.update(_to_google(state[ours], key, conversion, heads))
     for i in range(len(model.encoder.blocks)):
-        arrays.update(_export_block(state, i, heads))
+        for key, (ours, conversion) in BLOCK_TENSORS.items():
+            arrays.update(_to_google(state[f"encoder.blocks.{i}.{ours}"], BLOCK.format(i) + key, conversion, heads))
     if model.cfg.resnet_layers:
         for key, ours in google_backbone_names(model.patch_embed.backbone).items():
             value = state[ours]
             arrays[key] = value.permute(2, 3, 1, 0) if value.ndim == 4 else value  # OIHW -> HWIO
     return {key: np.ascontiguousarray(value.numpy(), dtype=np.float32) for key, value in arrays.items()}
-
-
-def _export_block(state: dict[str, torch.Tensor], index: int, heads: int) -> dict[str, torch.Tensor]:
-    ours, google = f"encoder.blocks.{index}.", BLOCK.format(index)
-    hidden = state[ours + "norm1.weight"].shape[0]
-    arrays = {
-        "LayerNorm_0/scale": state[ours + "norm1.weight"],
-        "LayerNorm_0/bias": state[ours + "norm1.bias"],
-        "LayerNorm_2/scale": state[ours + "norm2.weight"],
-        "LayerNorm_2/bias": state[ours + "norm2.bias"],
-        "MlpBlock_3/Dense_0/kernel": state[ours + "mlp.fc1.weight"].T,
-        "MlpBlock_3/Dense_0/bias": state[ours + "mlp.fc1.bias"],
-        "MlpBlock_3/Dense_1/kernel": state[ours + "mlp.fc2.weight"].T,
-        "MlpBlock_3/Dense_1/bias": state[ours + "mlp.fc2.bias"],
-        ATTENTION + "out/kernel": state[ours + "attn.to_out.weight"].T.reshape(heads, -1, hidden),  # (h, d, D)
-        ATTENTION + "out/bias": state[ours + "attn.to_out.bias"],
-    }
-    weights = state[ours + "attn.to_qkv.weight"].chunk(3)  # q, k, v: each (D, D) as (out, in)
-    biases = state[ours + "attn.to_qkv.bias"].chunk(3)
-    for name, weight, bias in zip(("query", "key", "value"), weights, biases):
-        arrays[f"{ATTENTION}{name}/kernel"] = weight.T.reshape(hidden, heads, -1)  # (D, heads, head_dim)
-        arrays[f"{ATTENTION}{name}/bias"] = bias.reshape(heads, -1)  # (heads, head_dim)
-    return {google + key: value for key, value in arrays.items()}
 
 
 def save_npz(model: VisionTransformer, path: str | os.PathLike) -> Path:

@@ -16,6 +16,7 @@ import torch
 
 from vitlab.configs import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.model import VisionTransformer
+from vitlab.weights import dinov2
 from vitlab.weights.convert import timm_to_vitlab, torchvision_to_vitlab, vitlab_to_timm, vitlab_to_torchvision
 from vitlab.weights.errors import CheckpointError, unreadable_torch_file
 
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-LAYOUTS = ("timm", "torchvision", "vitlab")
+LAYOUTS = ("timm", "torchvision", "vitlab", *dinov2.LAYOUTS)
 # Training scripts wrap the weights: MAE and vitlab's trainer under "model", Lightning under "state_dict".
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
 GOOGLE_MEAN_STD = (0.5, 0.5, 0.5)  # the default normalisation: pixels scaled to [-1, 1]
@@ -95,8 +96,12 @@ def _unwrap(content, path: Path) -> dict[str, torch.Tensor]:
 
 # --- layouts ---------------------------------------------------------------------------------------
 def detect_layout(state_dict: dict[str, torch.Tensor]) -> str:
-    """Which library's key names a ViT state dict uses: "timm", "torchvision" or "vitlab"."""
+    """Which library's key names a ViT state dict uses: "timm", "torchvision", "vitlab" or a DINOv2 layout
+    ("dinov2-meta", "dinov2-timm", "dinov2-hf"; see `vitlab.weights.dinov2`)."""
     keys = set(state_dict)
+    found = dinov2.detect(keys)
+    if found:
+        return found
     if "class_token" in keys or "conv_proj.weight" in keys or any(k.startswith("encoder.layers.") for k in keys):
         return "torchvision"
     if any(k.startswith("encoder.blocks.") for k in keys):
@@ -113,6 +118,9 @@ def detect_layout(state_dict: dict[str, torch.Tensor]) -> str:
 
 _TO_VITLAB = {"timm": timm_to_vitlab, "torchvision": torchvision_to_vitlab, "vitlab": dict}
 _FROM_VITLAB = {"timm": vitlab_to_timm, "torchvision": vitlab_to_torchvision, "vitlab": dict}
+for _layout in dinov2.LAYOUTS:
+    _TO_VITLAB[_layout] = lambda state_dict, layout=_layout: dinov2.to_vitlab(state_dict, layout)
+    _FROM_VITLAB[_layout] = lambda names, layout=_layout: dict.fromkeys(dinov2.file_names(names, layout))
 
 
 def to_vitlab_state_dict(
@@ -126,7 +134,8 @@ def to_vitlab_state_dict(
     # Names the file uses (or would use, for keys it lacks), so errors speak the file's language.
     model_keys = list(model.state_dict())
     key_names = dict(zip(model_keys, _FROM_VITLAB[layout](dict.fromkeys(model_keys))))
-    key_names.update(zip(renamed, state_dict))
+    if len(renamed) == len(state_dict):  # one file key per vitlab key (Hugging Face's q, k, v are three)
+        key_names.update(zip(renamed, state_dict))
     if "fc_norm.weight" in renamed and not model.cfg.fc_norm:
         raise CheckpointError(
             "the checkpoint normalises the pooled vector (fc_norm, MAE style) but the model normalises every token: "
@@ -158,10 +167,11 @@ def adopt_input_normalization(model: VisionTransformer, layout: str) -> list[str
     if (cfg.image_mean, cfg.image_std) != (GOOGLE_MEAN_STD, GOOGLE_MEAN_STD) or layout == "vitlab":
         return []
     overrides = f"model_overrides={{'image_mean': {IMAGENET_MEAN}, 'image_std': {IMAGENET_STD}}}"
-    if layout == "torchvision":
+    if layout == "torchvision" or layout in dinov2.LAYOUTS:
         model.cfg = cfg.replace(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+        who = "DINOv2" if layout in dinov2.LAYOUTS else "torchvision"
         return [
-            "torchvision weights expect ImageNet mean/std inputs: model.cfg.image_mean/std set to "
+            f"{who} weights expect ImageNet mean/std inputs: model.cfg.image_mean/std set to "
             f"{IMAGENET_MEAN}/{IMAGENET_STD}; for training pass {overrides}"
         ]
     return [
