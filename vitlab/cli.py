@@ -90,9 +90,7 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
             result = main(argv)
-    except (
-        KeyboardInterrupt
-    ) as interrupt:  # asked for, not an error; the trainer's says what it saved and how to resume
+    except KeyboardInterrupt as interrupt:  # asked for, not an error; the trainer's says what it saved, how to resume
         print(f"stopped: {describe(interrupt) if interrupt.args else 'interrupted (Ctrl-C)'}", file=sys.stderr)
         return 130
     except USER_ERRORS as error:
