@@ -567,6 +567,37 @@ def resume_config(saved: dict, given: VITConfig, requested: set[str] | None = No
     return cfg, changes
 
 
+# A pre-trained backbone adapted to a new labelled set on a CPU in minutes: DINOv2 ViT-S/14 (Meta's file;
+# timm's, Hugging Face's or any other ViT's weights work too) at 112 px (8 x 8 patches of 14), AdamW with
+# a small rate for the backbone and a 100x larger one for the new zero head, crop + flip, label smoothing.
+# 150 steps of 64 are about two passes over 4,000 photos (docs/results.md).
+TRANSFER = dict(
+    dataset="folder",
+    data_dir="./data/photos",
+    model_type="dinov2_vits14",
+    pretrained_dir="./Pretrained/dinov2_vits14_pretrain.pth",
+    record_algo="transfer",
+    img_size=112,
+    train_batch_size=64,
+    eval_batch_size=128,
+    eval_every=50,
+    optimizer="adamw",
+    momentum=0.9,
+    learning_rate=3e-5,
+    head_learning_rate=3e-3,
+    weight_decay=0.05,
+    num_steps=150,
+    warmup_steps=10,
+    decay_type="cosine",
+    max_grad_norm=1.0,
+    label_smoothing=0.1,
+    augment="basic",
+    val_split=0.1,
+    log_every=10,
+    num_workers=2,
+)
+
+
 EXPERIMENTS: dict[str, dict] = {
     # Google's fine-tuning protocol (and the VITConfig class it grew from): ViT-B_16 from ImageNet-21k, 224 px,
     # SGD momentum 0.9, no weight decay, 500 warmup steps, cosine decay, clip 1, batch 512.
@@ -653,36 +684,20 @@ EXPERIMENTS: dict[str, dict] = {
         model_overrides={"dropout_rate": 0.1, "drop_path_rate": 0.1},
         num_workers=8,
     ),
-    # A pre-trained backbone adapted to a new labelled set on a CPU in minutes: DINOv2 ViT-S/14 (Meta's file;
-    # timm's, Hugging Face's or any other ViT's weights work too) at 112 px (8 x 8 patches of 14), AdamW with
-    # a small rate for the backbone and a 100x larger one for the new zero head, crop + flip, label smoothing.
-    # 150 steps of 64 are about two passes over 4,000 photos (docs/results.md). With --freeze_backbone and
-    # --augment none it is a linear probe on features computed once.
-    "transfer": dict(
-        dataset="folder",
-        data_dir="./data/photos",
-        model_type="dinov2_vits14",
-        pretrained_dir="./Pretrained/dinov2_vits14_pretrain.pth",
-        record_algo="transfer",
-        img_size=112,
-        train_batch_size=64,
-        eval_batch_size=128,
-        eval_every=50,
-        optimizer="adamw",
-        momentum=0.9,
-        learning_rate=3e-5,
-        head_learning_rate=3e-3,
-        weight_decay=0.05,
-        num_steps=150,
-        warmup_steps=10,
-        decay_type="cosine",
-        max_grad_norm=1.0,
+    # The linear probe: the same backbone frozen, only the new head trains, on features computed once (no
+    # augmentation), so the steps cost next to nothing and 1,500 of them (about 23 passes) take seconds.
+    "transfer": TRANSFER,
+    "probe": dict(
+        TRANSFER,
+        record_algo="probe",
+        freeze_backbone=True,
+        augment="none",
+        num_steps=1500,
+        warmup_steps=50,
+        eval_every=500,
+        log_every=50,
         label_smoothing=0.1,
-        augment="basic",
-        val_split=0.1,
-        log_every=10,
-        num_workers=2,
-    ),
+    ),  # fmt: skip
     # Seconds on a CPU: the tiny ViT-Test model on synthetic CIFAR-format data (tests, smoke mode).
     "smoke": dict(
         dataset="synthetic",
@@ -706,7 +721,7 @@ EXPERIMENTS: dict[str, dict] = {
 
 
 def get_experiment(experiment: str, /, **overrides) -> VITConfig:
-    """The ready-made experiment ("finetune", "scratch", "imagenet", "smoke") with `overrides` applied.
+    """The ready-made experiment (a name of `EXPERIMENTS`: "finetune", "scratch", "transfer", ...) with `overrides`.
 
     Another `num_steps` without a `warmup_steps` keeps the recipe's warm-up as the same fraction of the run
     (`scaled_warmup`), except for a resumed run, which keeps its own.
