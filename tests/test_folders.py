@@ -367,6 +367,14 @@ def test_evaluate_on_the_folder_a_run_trained_on_scores_its_held_out_images(flat
     out, err = capsys.readouterr()
     assert metrics["num_samples"] == 9 and metrics["top1"] == pytest.approx(result["best_val_accuracy"])
     assert f"on {data.resolve()}: the run's held-out 25%, 9 of 36 images (not trained on)" in out and err == ""
+    # A checkpoint written before runs recorded their folder: the split is rebuilt from its config, said so.
+    import torch
+
+    old = torch.load(checkpoint, weights_only=False)
+    del old["held_out"]
+    torch.save(old, tmp_path / "old.pt")
+    assert evaluate_main(["--checkpoint", str(tmp_path / "old.pt")])["top1"] == pytest.approx(metrics["top1"])
+    assert "held-out 25%, 9 of 36 images (not trained on); the checkpoint does not record" in capsys.readouterr().out
     # Another folder is scored whole, as before.
     other = write_folder(tmp_path / "other", per_class=2, seed=5)
     assert evaluate_main(["--checkpoint", checkpoint, "--data_dir", str(other)])["num_samples"] == 6

@@ -172,7 +172,8 @@ def folder_test_set(cfg: VITConfig, model, class_names, held_out: dict | None) -
     folder = Path(held_out["folder"])
     every = data.build_folder_eval_set(folder, cfg.img_size, cfg.crop_pct, mean, std, class_names)
     where, other = f"{folder}, all {len(every):,} images", "Evaluate on a folder of other images"
-    if data.folder_fingerprint(every.base) != held_out["files"]:
+    unchecked = held_out["files"] is None  # an older checkpoint: the folder is assumed unchanged
+    if not unchecked and data.folder_fingerprint(every.base) != held_out["files"]:
         then = f"{held_out['images']:,} images then, {len(every):,} now"
         return every, where, (
             f"{folder} has changed since the run trained on it ({then}), so its held-out split cannot be rebuilt: "
@@ -187,7 +188,10 @@ def folder_test_set(cfg: VITConfig, model, class_names, held_out: dict | None) -
     held = data.TransformedSubset(every.base, val_indices, every.transform)
     held.classes = every.classes
     share = f"{100 * cfg.val_split:g}%"
-    return held, f"{folder}: the run's held-out {share}, {len(held):,} of {len(every):,} images (not trained on)", None
+    where = f"{folder}: the run's held-out {share}, {len(held):,} of {len(every):,} images (not trained on)"
+    if unchecked:
+        where += "; the checkpoint does not record the folder's files, so this assumes the folder is unchanged"
+    return held, where, None
 
 
 def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | None, dict | None]:
@@ -221,7 +225,12 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
     model, class_names = model_from_state(state, args.checkpoint), state.get("class_names")
     if args.labels:
         class_names = read_labels(args.labels)
-    return model, class_names, cfg, state.get("step"), state.get("held_out")
+    held_out = state.get("held_out")
+    run = state.get("config") or {}
+    if held_out is None and run.get("dataset") == "folder" and run.get("data_dir"):
+        # A checkpoint older than the record: its folder, without the files' fingerprint to check it against.
+        held_out = {"folder": str(Path(run["data_dir"]).resolve()), "images": None, "files": None}
+    return model, class_names, cfg, state.get("step"), held_out
 
 
 if __name__ == "__main__":
