@@ -69,3 +69,20 @@ def test_subpackages_only_describe_themselves():
     modules = set(import_graph())
     for init in PACKAGE_DIR.glob("*/__init__.py"):
         assert not vitlab_imports(init, modules), init
+
+
+def long_definitions(limit: int) -> list[str]:
+    """Every function and class in the package longer than `limit` lines, as "module:name (lines)"."""
+    found = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    found.append(f"{module_name(path)}:{node.name} ({length})")
+    return found
+
+
+def test_functions_and_classes_fit_on_a_few_screens():
+    assert long_definitions(150) == []
+
