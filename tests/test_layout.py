@@ -65,7 +65,7 @@ def test_no_import_circles():
 
 
 def test_subpackages_only_describe_themselves():
-    # Importing vitlab.weights.files (from configs, data, bench) must not pull in the model or torch files.
+    # Importing vitlab.weights.download (from the download command) must not pull in the model or torch files.
     modules = set(import_graph())
     for init in PACKAGE_DIR.glob("*/__init__.py"):
         assert not vitlab_imports(init, modules), init
@@ -85,4 +85,3 @@ def long_definitions(limit: int) -> list[str]:
 
 def test_functions_and_classes_fit_on_a_few_screens():
     assert long_definitions(150) == []
-

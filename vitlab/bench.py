@@ -39,7 +39,7 @@ from vitlab import cli
 from vitlab.configs import ModelConfig, get_model_config
 from vitlab.evaluate import autocast_context
 from vitlab.factory import create_model
-from vitlab.weights.files import atomic_write
+from vitlab.files import atomic_write
 
 # Dense bf16 tensor-core peaks in TFLOP/s (fp16 for GPUs without bf16), from NVIDIA's data sheets;
 # the first name found in `torch.cuda.get_device_name()` wins, so the more specific ones come first.

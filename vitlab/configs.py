@@ -386,7 +386,7 @@ class VITConfig:
         """The config as JSON text; with `path`, also written there atomically."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            from vitlab.weights.files import atomic_write
+            from vitlab.files import atomic_write
 
             with atomic_write(path, "w") as f:
                 f.write(text + "\n")

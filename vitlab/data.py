@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig, get_model_config
+from vitlab.files import atomic_write, disk_full_cause, disk_full_error
 from vitlab.images import read_image
-from vitlab.weights.files import atomic_write, disk_full_cause, disk_full_error
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written beside synthetic batches so they are never taken for the real files

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from vitlab import cli
 from vitlab.configs import VITConfig, export_config, resume_config
 from vitlab.evaluate import autocast_context, evaluate
+from vitlab.files import DiskFullError, disk_full_error
 from vitlab.training.batches import build_device_batches, build_train_loader, check_data, prepare_batch
 from vitlab.training.build import (
     DEVICE_AUGMENT_OFF,
@@ -79,7 +80,6 @@ from vitlab.training.stops import (
     resume_command,
 )
 from vitlab.weights.checkpoint import load_checkpoint, model_from_state, save_checkpoint
-from vitlab.weights.files import DiskFullError, disk_full_error
 
 
 # --- one optimiser step ---------------------------------------------------------------------------
