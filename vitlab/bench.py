@@ -415,7 +415,7 @@ def trainer_config(model: str, img_size: int, batch_size: int, overrides: dict, 
 
 
 def trainer_seconds_per_step(cfg, model: nn.Module, warmup: int) -> float:
-    """Median seconds between the training forward passes of `vitlab.train(cfg, model=model)` after `warmup`.
+    """Median seconds between the training forward passes of `vitlab.train.train(cfg, model=model)` after `warmup`.
 
     The interval from one step's forward to the next covers everything the loop does per step:
     fetching and augmenting the batch, backward, clipping, the optimiser and scheduler, logging.
