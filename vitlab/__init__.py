@@ -7,8 +7,8 @@ A map of the package, in the order of the paper and of an experiment:
     model       the ViT top to bottom: PatchEmbedding -> Attention -> MLP -> EncoderBlock -> VisionTransformer
     hybrid      the ResNet-50 stem of R50+ViT-B_16
     factory     create_model, list_models          (python -m vitlab.factory: the table of presets)
-    data        CIFAR-10/100 and image folders (ImageNet's layout too), the transforms, Mixup/CutMix,
-                synthetic CIFAR-format data for offline runs
+    data        CIFAR-10/100 and image folders (ImageNet's layout too), the transforms, Mixup/CutMix
+    synthetic   synthetic CIFAR-format data for offline runs
     augment     augmentation in batches on the device
     files       files written whole or not at all, a full disk said as such
     train       train(cfg) and the trainer          (python -m vitlab.train)

@@ -37,6 +37,7 @@ from vitlab import cli
 from vitlab.configs import VITConfig, export_config, resume_config
 from vitlab.evaluate import autocast_context, evaluate
 from vitlab.files import DiskFullError, disk_full_error
+from vitlab.synthetic import SYNTHETIC_MARKER
 from vitlab.training.batches import build_device_batches, build_train_loader, check_data, prepare_batch
 from vitlab.training.build import (
     DEVICE_AUGMENT_OFF,
@@ -125,8 +126,6 @@ def interactive_output() -> bool:
 
 def on_synthetic_data(cfg: VITConfig) -> bool:
     """Whether the run trains on synthetic images (dataset "synthetic", or synthetic files in data_dir)."""
-    from vitlab.data import SYNTHETIC_MARKER  # imported here: vitlab.data loads torchvision
-
     return cfg.dataset == "synthetic" or (Path(cfg.data_dir) / "cifar-10-batches-py" / SYNTHETIC_MARKER).is_file()
 
 
