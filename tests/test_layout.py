@@ -96,3 +96,10 @@ def long_definitions(limit: int) -> list[str]:
 
 def test_functions_and_classes_fit_on_a_few_screens():
     assert long_definitions(150) == []
+
+
+def test_modules_stay_readable_in_one_sitting():
+    lines = {module_name(path): len(path.read_text().splitlines()) for path in PACKAGE_DIR.rglob("*.py")}
+    assert {name: n for name, n in lines.items() if n > 600} == {}
+    configs = {name: n for name, n in lines.items() if name.startswith("vitlab.configs") and n > 400}
+    assert configs == {}
