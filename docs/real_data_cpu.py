@@ -37,7 +37,7 @@ def run_vitlab(data_dir: str, steps: int, seed: int) -> float:
         model_overrides=MODEL, name=f"real_data_cpu_{int(time.time())}", save_dir="/tmp/vitlab-real-data",
         **{**RECIPE, "num_steps": steps, "seed": seed},
     )  # fmt: skip
-    return vitlab.train(cfg)["best_val_accuracy"]
+    return vitlab.train.train(cfg)["best_val_accuracy"]
 
 
 def run_plain(data_dir: str, steps: int, seed: int) -> float:

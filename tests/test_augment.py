@@ -287,7 +287,7 @@ def test_scratch_recipe_augments_on_the_device_the_same_however_a_step_is_split(
 # --- the from-scratch recipe: padded crop, flip, TrivialAugmentWide per image ----------------------
 def scratch_images(n: int = 16) -> torch.Tensor:
     """uint8 (n, 3, 32, 32): half synthetic shapes (flat areas, edges), half noise (every grey level)."""
-    from vitlab.data import synthetic_images
+    from vitlab.synthetic import synthetic_images
 
     rng = np.random.default_rng(0)
     shapes = synthetic_images(np.arange(n - n // 2) % 10, rng)

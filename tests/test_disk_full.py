@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from vitlab import cli
+from vitlab.files import DiskFullError, atomic_write
 from vitlab.training.logs import GuardedWriter
 from vitlab.training.run_folder import claim
 from vitlab.weights.checkpoint import load_checkpoint, save_checkpoint
-from vitlab.weights.files import DiskFullError, atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -422,7 +422,7 @@ def test_training_refuses_labels_that_are_not_class_indices(label, shown):
 
 
 def test_atomic_write_honours_the_umask(tmp_path):
-    from vitlab.weights.files import atomic_write
+    from vitlab.files import atomic_write
 
     old = os.umask(0o027)
     try:

@@ -305,7 +305,7 @@ def test_mixup_cutmix_train_on_soft_labels():
 def test_imagenet_recipe_runs_scaled_down_on_a_tiny_folder(imagenet_layout, tmp_path):
     from vitlab.configs import get_experiment
     from vitlab.train import train
-    from vitlab.training.build import check_config
+    from vitlab.training.build import checked_micro_batch_size
 
     recipe = get_experiment("imagenet")
     pieces = (recipe.augment, recipe.mixup_alpha, recipe.cutmix_alpha, recipe.crop_pct)
@@ -326,7 +326,7 @@ def test_imagenet_recipe_runs_scaled_down_on_a_tiny_folder(imagenet_layout, tmp_
         (dict(cutmix_alpha=-0.5), "cutmix_alpha must be >= 0"),
     ]:
         with pytest.raises(ValueError, match=message):
-            check_config(cfg.replace(**bad))
+            checked_micro_batch_size(cfg.replace(**bad))
 
 
 def test_device_augmentation_gives_way_to_workers_for_image_folders(imagenet_layout, tmp_path, capsys):

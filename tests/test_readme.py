@@ -52,7 +52,7 @@ def readme_code() -> tuple[list[str], list[str]]:
 
 def test_every_dotted_vitlab_name_in_the_readme_resolves_as_written():
     """`python -m vitlab.x` and `from vitlab.x import` name modules; anything else is an attribute of `import vitlab`,
-    looked up in a fresh interpreter (as a reader's would be): `vitlab.predict.load_image` is not one."""
+    looked up in a fresh interpreter (as a reader's would be), e.g. `vitlab.predict.load_image`."""
     import json
     import subprocess
     import sys

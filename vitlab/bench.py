@@ -10,11 +10,11 @@ that gets busier or quieter during the run affects both sides alike. The fastest
 variant is reported too: on a machine shared with other jobs, interference only adds time. A training step is forward,
 cross-entropy, backward and an SGD step; inference is a forward pass under `torch.inference_mode`.
 
-Model FLOPs are counted analytically (see `vit_flops`): per image, every weight matrix costs
+Model FLOPs are counted analytically (`vitlab.measure.vit_flops`): per image, every weight matrix costs
 2 FLOPs per token it multiplies, attention adds 2 * 2 * T^2 * D per layer (Q K^T and probs @ V),
 and a training step costs 3x the forward pass (the backward pass computes gradients for both the
 activations and the weights). Model FLOPs utilisation (MFU) divides the achieved FLOP/s by the
-GPU's dense bf16 peak (`PEAK_TFLOPS`).
+GPU's dense bf16 peak (`vitlab.measure.PEAK_TFLOPS`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,56 +36,22 @@ from torch import nn
 
 from vitlab import cli
 from vitlab.configs import ModelConfig, get_model_config
-from vitlab.evaluate import autocast_context
 from vitlab.factory import create_model
-from vitlab.weights.files import atomic_write
-
-# Dense bf16 tensor-core peaks in TFLOP/s (fp16 for GPUs without bf16), from NVIDIA's data sheets;
-# the first name found in `torch.cuda.get_device_name()` wins, so the more specific ones come first.
-PEAK_TFLOPS = {
-    "H100 PCIe": 756.0,
-    "H100": 989.0,  # SXM
-    "H200": 989.0,
-    "A100": 312.0,
-    "L40S": 362.0,
-    "L4": 121.0,
-    "V100": 125.0,  # fp16
-    "T4": 65.0,  # fp16
-}
+from vitlab.files import atomic_write
+from vitlab.measure import (
+    alternate,
+    device_images_per_sec,
+    inference_fn,
+    machine_info,
+    median_ratio,
+    peak_tflops,
+    pil_images_per_sec,
+    synchronize,
+    train_step_fn,
+    vit_flops,
+)
 
 PRECISIONS = ("fp32", "bf16")
-
-
-# --- FLOPs ---------------------------------------------------------------------------------------
-def vit_flops(cfg: ModelConfig) -> int:
-    """Forward FLOPs of one image (multiply-add = 2 FLOPs): weight matmuls, patch embedding and attention.
-
-    Per encoder layer: 2 * T * (4 D^2 + 2 D M) for qkv, output projection and the MLP, plus
-    2 * 2 * T^2 * D for Q K^T and probs @ V. The patch embedding is a matmul of N patches with a
-    (P^2 C, D) matrix; the head multiplies one pooled vector. Biases, LayerNorm, GELU and softmax
-    (a few FLOPs per element, under 1% for ViT-B) are left out, as in the usual MFU accounting.
-    """
-    if getattr(cfg, "resnet_layers", None):
-        raise ValueError("vit_flops counts plain ViTs only: the hybrid's ResNet stem is not included")
-    tokens = cfg.num_patches + (1 if cfg.class_token else 0)
-    d, m = cfg.hidden_size, cfg.mlp_dim
-    per_layer = 2 * tokens * (4 * d * d + 2 * d * m) + 2 * 2 * tokens * tokens * d
-    patch_embed = 2 * cfg.num_patches * cfg.patch_size**2 * cfg.in_chans * d
-    width = d
-    head = 0
-    if cfg.representation_size:
-        head += 2 * d * cfg.representation_size
-        width = cfg.representation_size
-    head += 2 * width * cfg.num_classes
-    return cfg.num_layers * per_layer + patch_embed + head
-
-
-def peak_tflops(device_name: str) -> float | None:
-    """The dense bf16 peak of a known GPU, or None."""
-    for name, peak in PEAK_TFLOPS.items():
-        if name in device_name:
-            return peak
-    return None
 
 
 # --- the two models ------------------------------------------------------------------------------
@@ -128,129 +93,6 @@ def set_fused(model: nn.Module, enabled: bool) -> None:
             found = True
     if not found:
         raise ValueError(f"{type(model).__name__} has no attention module with a `fused_attn` flag")
-
-
-# --- timing --------------------------------------------------------------------------------------
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def train_step_fn(model: nn.Module, device: torch.device, precision: str, compile: bool) -> Callable:
-    """One training step (forward, loss, backward, SGD with momentum) on a fixed batch."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    forward = torch.compile(model) if compile else model
-
-    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        model.train()
-        with autocast_context(device, precision):
-            loss = F.cross_entropy(forward(images), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def inference_fn(model: nn.Module, device: torch.device, precision: str, compile: bool) -> Callable:
-    """One forward pass in evaluation mode without autograd."""
-    forward = torch.compile(model) if compile else model
-
-    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        model.eval()
-        with torch.inference_mode(), autocast_context(device, precision):
-            forward(images)
-
-    return step
-
-
-def time_steps(step: Callable, images, labels, steps: int, device: torch.device) -> float:
-    """Seconds per call of `step`, averaged over `steps` calls."""
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(images, labels)
-    synchronize(device)
-    return (time.perf_counter() - start) / steps
-
-
-def alternate(
-    variants: dict[str, Callable], images, labels, *, repeats: int, steps: int, warmup: int, device: torch.device
-) -> dict[str, list[float]]:
-    """Seconds per step of every variant, measured in turns: {name: [one figure per round]}."""
-    for step in variants.values():
-        for _ in range(warmup):
-            step(images, labels)
-    synchronize(device)
-    seconds = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, step in variants.items():
-            seconds[name].append(time_steps(step, images, labels, steps, device))
-    return seconds
-
-
-def median_ratio(fast: list[float], slow: list[float]) -> float:
-    """Median over rounds of slow / fast time: > 1 means `fast` is faster (a speed-up)."""
-    return statistics.median(s / f for f, s in zip(fast, slow))
-
-
-# --- the data pipelines --------------------------------------------------------------------------
-class _UInt8Images(torch.utils.data.Dataset):
-    """CIFAR's own __getitem__: a uint8 (H, W, 3) array to a PIL image, then the transform."""
-
-    def __init__(self, data: np.ndarray, transform):
-        self.data, self.transform = data, transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.data[index])), 0
-
-
-def pil_images_per_sec(
-    data: np.ndarray, img_size: int, batch_size: int, batches: int, workers: int, augment: str = "finetune"
-) -> float:
-    """Images/s of the trainer's PIL transforms (`augment`) in DataLoader workers, after the first batch."""
-    from vitlab.data import build_transforms
-
-    # "finetune": inception crop (area 0.05-1), flip, to tensor, scale to [-1, 1]: what DeviceAugment
-    # replaces; "strong": padded crop, flip, TrivialAugmentWide: what DevicePadCropAugment replaces.
-    dataset = _UInt8Images(data, build_transforms(augment, img_size, train=True))
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True
-    )
-    iterator = iter(loader)
-    next(iterator)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * batch_size / (time.perf_counter() - start)
-
-
-def device_images_per_sec(
-    data: np.ndarray, img_size: int, batch_size: int, batches: int, device: torch.device, augment: str = "finetune"
-) -> float:
-    """Images/s of the device augmentation (`augment`) on a uint8 tensor on the device, random batches."""
-    from vitlab.augment import DeviceAugment, DevicePadCropAugment
-
-    images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, H, W) uint8
-    generator = torch.Generator(device).manual_seed(0)
-    augment = DeviceAugment(img_size) if augment == "finetune" else DevicePadCropAugment(img_size).to(device)
-
-    def batch():
-        index = torch.randint(0, len(images), (batch_size,), generator=generator, device=device)
-        return augment(images[index], generator)
-
-    batch()  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(batches):
-        batch()
-    synchronize(device)
-    return batches * batch_size / (time.perf_counter() - start)
 
 
 # --- the benchmark -------------------------------------------------------------------------------
@@ -366,34 +208,6 @@ def measure_data(cfg: ModelConfig, img_size: int, batch_size: int, batches: int,
     return {"pil_workers": pil, "workers": workers, "device_augment": on_device, "device_vs_pil": on_device / pil}
 
 
-def machine_info(device: torch.device) -> dict:
-    """Versions and hardware, for the record."""
-    import timm
-    import torchvision
-
-    info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 # --- the trainer against a bare loop -------------------------------------------------------------
 TRAINER_PIPELINES = {  # name -> VITConfig fields of the trainer's input pipeline
     "device_strong": dict(augment="strong", device_augment=True),  # the scratch recipe's default
@@ -415,7 +229,7 @@ def trainer_config(model: str, img_size: int, batch_size: int, overrides: dict, 
 
 
 def trainer_seconds_per_step(cfg, model: nn.Module, warmup: int) -> float:
-    """Median seconds between the training forward passes of `vitlab.train(cfg, model=model)` after `warmup`.
+    """Median seconds between the training forward passes of `vitlab.train.train(cfg, model=model)` after `warmup`.
 
     The interval from one step's forward to the next covers everything the loop does per step:
     fetching and augmenting the batch, backward, clipping, the optimiser and scheduler, logging.

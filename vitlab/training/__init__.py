@@ -3,6 +3,7 @@
     devices.py      the device, the torchrun processes, the precision, the seeds
     inputs.py       the checkpoint and data a run reads: every missing one named at once, before anything is written
     build.py        the config check, then the model, the data, the optimiser and the schedule
+    setup.py        `setup_run`: all of those, once and in order, into a `Run` (resume state included)
     batches.py      the seeded stream of training micro-batches (DataLoader or on-device augmentation)
     checkpoints.py  what a checkpoint holds, resuming from one
     logs.py         TensorBoard: config, sample inputs, hyperparameters

@@ -15,11 +15,11 @@ from vitlab.factory import create_model
 from vitlab.weights.download import how_to_get, known_checkpoint
 from vitlab.weights.load import load_pretrained
 
-# What the run's header says when `augment_where_possible` turned device augmentation off.
+# What the run's header says when `folders_augment_in_workers` turned device augmentation off.
 DEVICE_AUGMENT_OFF = "image folders are augmented in DataLoader workers (device_augment needs CIFAR's uint8 arrays)"
 
 
-def augment_where_possible(cfg: VITConfig) -> VITConfig:
+def folders_augment_in_workers(cfg: VITConfig) -> VITConfig:
     """`cfg`, with `device_augment` off for image folders (of any size: DataLoader workers augment them)."""
     if cfg.device_augment and cfg.dataset == "folder":
         return cfg.replace(device_augment=False)
@@ -35,7 +35,7 @@ def warn_caller(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=level)
 
 
-def check_config(cfg: VITConfig, world_size: int = 1) -> int:
+def checked_micro_batch_size(cfg: VITConfig, world_size: int = 1) -> int:
     """Check what a run needs beyond the fields' own checks (VITConfig's); returns the per-process micro-batch size."""
     resolve_model_name(cfg.model_type)
     if cfg.warmup_steps >= cfg.num_steps:

@@ -53,7 +53,7 @@ class GuardedWriter:
         if owner.stopped:
             return
         owner.stopped = True
-        from vitlab.weights.files import disk_full_cause, disk_full_error
+        from vitlab.files import disk_full_cause, disk_full_error
 
         reason = str(disk_full_error(self.log_dir)).split(";")[0] if disk_full_cause(error) else f"{error}"
         print(
@@ -201,7 +201,7 @@ def write_first_events(log_dir: Path, summaries: list) -> None:
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from vitlab.weights.files import atomic_write
+    from vitlab.files import atomic_write
 
     now = time.time()
     with atomic_write(log_dir / HPARAMS_FILE) as f:

@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from vitlab.weights.files import disk_full_cause, disk_full_error
+from vitlab.files import disk_full_cause, disk_full_error
 
 LOCK_NAME = "run.lock"
 RUN_FILES = ("best.pt", "last.pt", "config.json", "config.before_step_*.json")  # written with `atomic_write`

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from vitlab.configs import ModelConfig
+from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
 from vitlab.weights.errors import CheckpointError, unreadable_torch_file
-from vitlab.weights.files import atomic_write
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:

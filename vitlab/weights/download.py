@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from vitlab.weights.files import disk_full_cause, disk_full_error
+from vitlab.files import disk_full_cause, disk_full_error
 
 BASE_URL = "https://storage.googleapis.com/vit_models/"
 URL_ENV = "VITLAB_PRETRAINED_URL"

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
 from vitlab.weights.download import how_to_get
 from vitlab.weights.errors import CheckpointError, preview_keys
-from vitlab.weights.files import atomic_write
 
 __all__ = [
     "google_backbone_names",
