@@ -332,3 +332,25 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_run(tmp_pat
     assert last["step"] == 40 and last["best_step"] == load_checkpoint(run_dir / "best.pt")["step"]
     assert _same_weights(last["model"], _weights(reference / "last.pt"))
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_resumed_runs_event_file_sorts_after_the_stopped_runs(tmp_path):
+    """TensorBoard reads event files in name order; a resumed file made in the stopped run's second could sort
+    first (the names end with a counter compared as text), so the resumed writer starts in a later second."""
+    import time
+
+    from vitlab.configs import VITConfig
+    from vitlab.training.devices import Distributed
+    from vitlab.training.logs import open_writer
+
+    cfg = VITConfig(log_dir=str(tmp_path), name="run")
+    earlier = tmp_path / "run" / f"events.out.tfevents.{int(time.time()) + 1}.host.1.99"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"")
+    processes = Distributed(rank=0, world_size=1, device=torch.device("cpu"), started_here=False)
+    writer = open_writer(cfg, processes, start_step=5)
+    writer.close()
+    names = sorted(p.name for p in (tmp_path / "run").glob("events.out.tfevents.*"))
+    new = [name for name in names if name != earlier.name]
+    assert new and all(int(name.split(".")[3]) > int(earlier.name.split(".")[3]) for name in new)
+    assert names[0] == earlier.name

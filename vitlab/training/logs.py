@@ -29,6 +29,8 @@ def open_writer(cfg: VITConfig, env: Distributed, start_step: int):
     # and keeps step `start_step` itself, which it will not: each step once, the curves continuous.
     purge_step = start_step + 1 if start_step else None
     log_dir = Path(cfg.log_dir) / cfg.run_name
+    if start_step:
+        _after_earlier_event_files(log_dir)
     try:
         writer = GuardedWriter(SummaryWriter(str(log_dir), purge_step=purge_step), log_dir)
     except OSError as error:
@@ -37,6 +39,26 @@ def open_writer(cfg: VITConfig, env: Distributed, start_step: int):
     text = json.dumps(cfg.to_dict(), indent=2)
     writer.add_text("config", "    " + text.replace("\n", "\n    "), start_step)  # indented = code block
     return writer if not writer.stopped else None
+
+
+def _after_earlier_event_files(log_dir: Path) -> None:
+    """Wait, if needed, until the second after the newest event file's.
+
+    TensorBoard reads a run's event files in name order and applies a resumed file's purge to what it read
+    before. The names start with the second they were made in and end with a per-process counter compared
+    as text ("10" before "9"), so a resumed file made in the same second as the stopped run's could be read
+    first. A name from a later second is read after it.
+    """
+    import re
+    import time
+
+    seconds = [
+        int(m[1])
+        for f in log_dir.glob("events.out.tfevents.*")
+        if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", f.name))
+    ]
+    while seconds and int(time.time()) <= max(seconds):
+        time.sleep(0.05)
 
 
 class GuardedWriter:
