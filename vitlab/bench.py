@@ -253,8 +253,16 @@ def trainer_seconds_per_step(cfg, model: nn.Module, warmup: int) -> float:
 def bare_loop_seconds_per_step(
     model: nn.Module, images, labels, batch_size: int, steps: int, warmup: int, cfg
 ) -> float:
-    """Median seconds per step of a plain loop: ready batches, forward, loss, backward, clip, AdamW."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    """Median seconds per step of a plain loop: ready batches, forward, loss, backward, clip, AdamW.
+
+    With `cfg.head_learning_rate` the head has its rate in a group of its own, as in the transfer recipe.
+    """
+    params = model.parameters()
+    if cfg.head_learning_rate is not None:
+        head = [p for n, p in model.named_parameters() if n.startswith("head.")]
+        backbone = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+        params = [{"params": backbone}, {"params": head, "lr": cfg.head_learning_rate}]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(0)
     seconds = []
     for step in range(warmup + steps):
@@ -331,29 +339,6 @@ def run_trainer_benchmark(
     return result
 
 
-def timm_loop_seconds_per_step(
-    model: nn.Module, images, labels, batch_size: int, steps: int, warmup: int, cfg
-) -> float:
-    """Median seconds per step of a plain loop over a timm model: the transfer recipe's AdamW groups written out."""
-    head = [p for n, p in model.named_parameters() if n.startswith("head.")]
-    backbone = [p for n, p in model.named_parameters() if not n.startswith("head.")]
-    groups = [{"params": backbone, "lr": cfg.learning_rate}, {"params": head, "lr": cfg.head_learning_rate}]
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(0)
-    seconds = []
-    for step in range(warmup + steps):
-        start = time.perf_counter()
-        index = torch.randint(0, len(images), (batch_size,), generator=generator)
-        loss = F.cross_entropy(model(images[index]), labels[index], label_smoothing=cfg.label_smoothing)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step >= warmup:
-            seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
-
-
 def run_transfer_benchmark(
     repeats: int = 5, steps: int = 5, warmup: int = 2, workers: int = 2, batch_size: int | None = None
 ) -> dict:
@@ -392,7 +377,7 @@ def run_transfer_benchmark(
         ready = (ready - mean) / std  # what the model sees without augmentation
         for round_index in range(repeats):
             seconds["timm loop"].append(
-                timm_loop_seconds_per_step(
+                bare_loop_seconds_per_step(
                     copy.deepcopy(theirs), ready, labels, cfg.train_batch_size, steps, warmup, cfg
                 )
             )
