@@ -21,6 +21,7 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,8 +64,27 @@ def machine() -> str:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = f", load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
-    return f"{cores} CPU cores ({cpu_name()}{load}), {gpu}, torch {torch.__version__}"
+    return f"{cores} CPU cores ({cpu_name()}), {gpu}, torch {torch.__version__}"
+
+
+class LoadSampler(threading.Thread):
+    """The 1-minute load average every 30 s while a notebook runs: how busy the shared machine was."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while self.samples and not self.done.wait(30):
+            self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> str:
+        self.done.set()
+        if not self.samples:
+            return ""
+        mean = sum(self.samples) / len(self.samples)
+        return f" (load average {self.samples[0]:.1f} at the start, {mean:.1f} on average while it ran)"
 
 
 def commit() -> str:
@@ -72,8 +92,8 @@ def commit() -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    changed = " with uncommitted changes to vitlab/" if git("status", "--porcelain", "vitlab") else ""
-    return f"vitlab at commit {head}{changed}"
+    changed = " with uncommitted changes" if git("status", "--porcelain", "vitlab") else ""
+    return f"vitlab/ as at commit {head}{changed}"
 
 
 def describe_photos(folder: Path, note: str) -> str:
@@ -93,7 +113,7 @@ def describe_weights(path: Path, note: str) -> str:
 def provenance(uses, started: datetime.datetime, minutes: float, args, where: str) -> str:
     parts = [
         f"{PROVENANCE} were produced by `python notebooks/execute.py` on {started:%Y-%m-%d} at {started:%H:%M} UTC, "
-        f"on {where}; {commit()}. Running this notebook took {minutes:.1f} min."
+        f"on {where}. Running this notebook took {minutes:.1f} min."
     ]
     if "photos" in uses:
         parts.append(f"Data: {describe_photos(Path(args.photos), args.photos_note)}.")
@@ -112,7 +132,8 @@ def with_provenance(source: str, paragraph: str) -> str:
 def execute(path: Path, args, where: str) -> bool:
     nb = nbformat.read(path, as_version=4)
     started = datetime.datetime.now(datetime.timezone.utc)
-    start = time.perf_counter()
+    start, load, package = time.perf_counter(), LoadSampler(), commit()
+    load.start()
     client = NotebookClient(
         nb, kernel_name="python3", timeout=None, record_timing=False, resources={"metadata": {"path": str(NOTEBOOKS)}}
     )
@@ -121,9 +142,12 @@ def execute(path: Path, args, where: str) -> bool:
     except CellExecutionError as error:
         print(f"{path.name} failed; not written:\n{error}", file=sys.stderr)
         return False
+    finally:
+        machine_load = load.summary()
     minutes = (time.perf_counter() - start) / 60
     uses = USES.get(path.name[:2], ())
-    nb.cells[0].source = with_provenance(nb.cells[0].source, provenance(uses, started, minutes, args, where))
+    paragraph = provenance(uses, started, minutes, args, f"{where}{machine_load}; {package}")
+    nb.cells[0].source = with_provenance(nb.cells[0].source, paragraph)
     nbformat.write(nb, path)
     print(f"{path.name}: {minutes:.1f} min", flush=True)
     return True
