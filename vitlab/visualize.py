@@ -137,7 +137,8 @@ def plot_position_embedding_similarity(
             top, left = i * (grid + pad), j * (grid + pad)
             mosaic[top : top + grid, left : left + grid] = similarity[r, c]
     fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, FIGURE_WIDTH * 0.85))
-    shown = ax.imshow(mosaic, cmap="viridis", vmin=np.nanmin(mosaic) if vmin is None else vmin, vmax=1)
+    low = np.nanmin(mosaic) if vmin is None else vmin
+    shown = ax.imshow(mosaic, cmap="viridis", vmin=low, vmax=1, interpolation="nearest")  # one square per position
     centres = [i * (grid + pad) + (grid - 1) / 2 for i in range(tiles)]
     labels = [r + 1 for r in shown_patches]
     ax.set_xticks(centres, labels, fontsize=8)
