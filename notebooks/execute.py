@@ -120,7 +120,7 @@ def provenance(uses, started: datetime.datetime, minutes: float, args, where: st
     if "weights" in uses:
         parts.append(f"Weights: {describe_weights(Path(args.dinov2), args.weights_note)}.")
     if "runs" in uses:
-        parts.append("Runs: those that notebooks 4 and 5 had just written to `Model/` and `TB_log/` (named below).")
+        parts.append("Runs: the newest of notebooks 4 and 5 in `Model/` and `TB_log/` (named below).")
     return " ".join(parts)
 
 
