@@ -16,6 +16,7 @@ from vitlab.data import (
     build_transforms,
     load_cifar,
     split_indices,
+    write_image_folders,
     write_synthetic_cifar,
 )
 
@@ -63,6 +64,26 @@ def test_synthetic_writer_is_seeded(tmp_path):
     first = [_unpickle(d / "data_batch_1")["data"] for d in (a, b, c)]
     np.testing.assert_array_equal(first[0], first[1])
     assert not np.array_equal(first[0], first[2])
+
+
+def test_image_folders_from_cifar_files_hold_the_first_images_of_each_class(tmp_path):
+    write_synthetic_cifar(tmp_path / "data" / "synthetic", num_train=200, num_test=50)
+    dest = write_image_folders("synthetic", tmp_path / "data", tmp_path / "photos", train_per_class=3, test_per_class=2)
+    train = torchvision.datasets.ImageFolder(str(dest / "train"))
+    test = torchvision.datasets.ImageFolder(str(dest / "test"))
+    assert train.classes == test.classes == sorted(CIFAR10_CLASSES)
+    assert len(train) == 30 and len(test) == 20
+    assert (dest / "SYNTHETIC.txt").is_file(), "a folder made from synthetic files says so"
+    cifar = load_cifar("cifar10", tmp_path / "data" / "synthetic", train=True)
+    first = next(i for i, label in enumerate(cifar.targets) if cifar.classes[label] == "bird")
+    png = np.asarray(train.loader(str(dest / "train" / "bird" / f"train_{first:05d}.png")))
+    np.testing.assert_array_equal(png, cifar.data[first])  # lossless: the same pixels
+    assert not list(tmp_path.glob(".photos*")), "no partial folder is left behind"
+    assert write_image_folders("synthetic", tmp_path / "data", dest, 5, 5) == dest  # reused, not rewritten
+    assert len(list((dest / "train").rglob("*.png"))) == 30
+    (tmp_path / "other").mkdir()
+    with pytest.raises(FileExistsError, match="without train/ and test/"):
+        write_image_folders("synthetic", tmp_path / "data", tmp_path / "other", 1, 1)
 
 
 def test_validation_split_is_seeded_disjoint_and_two_percent():

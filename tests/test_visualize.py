@@ -156,6 +156,15 @@ def test_position_embedding_similarity_is_cosine_similarity_on_the_grid():
     fig = plot_position_embedding_similarity(sim)
     mosaic = fig.axes[0].images[0].get_array()
     np.testing.assert_allclose(mosaic[5:9, 10:14], sim[1, 2], atol=1e-6)  # tile (1, 2) with 1-pixel gaps
+    plt.close(fig)
+    fig = plot_position_embedding_similarity(sim, every=3)  # the tiles of patch rows and columns 0 and 3
+    mosaic = fig.axes[0].images[0].get_array()
+    assert mosaic.shape == (10, 10)
+    np.testing.assert_allclose(mosaic[5:9, 0:4], sim[3, 0], atol=1e-6)
+    assert [tick.get_text() for tick in fig.axes[0].get_xticklabels()] == ["1", "4"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        plot_position_embedding_similarity(sim, every=0)
 
 
 # --- patch embedding filters ----------------------------------------------------------------------

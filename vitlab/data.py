@@ -12,6 +12,7 @@ import hashlib
 import os
 import pickle
 import re
+import shutil
 import urllib.error
 from collections import Counter
 from pathlib import Path
@@ -527,3 +528,41 @@ def build_folder_eval_set(
     if class_names is not None:
         dataset.classes = list(class_names)
     return dataset
+
+
+def write_image_folders(
+    dataset: str, data_dir: str | os.PathLike, dest: str | os.PathLike, train_per_class: int, test_per_class: int
+) -> Path:
+    """A small folder of photos from CIFAR's files: dest/train/<class>/*.png and dest/test/<class>/*.png.
+
+    The first `train_per_class` training images of each class and the first `test_per_class` test images,
+    in file order, from `dataset` ("cifar10", "cifar100" or "synthetic") in `data_dir` (downloaded when
+    missing): a photo set for `dataset="folder"` that a CPU trains on in minutes, with a test split no run
+    trains on. From synthetic files the folder holds their SYNTHETIC.txt too. An existing `dest` with
+    train/ and test/ is reused as it is; a new one appears only once complete.
+    """
+    from PIL import Image
+
+    dest = Path(dest)
+    if (dest / "train").is_dir() and (dest / "test").is_dir():
+        return dest
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists without train/ and test/ folders: give a new folder")
+    name, root = _source(VITConfig(dataset=dataset, data_dir=str(data_dir)))
+    partial = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted call
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        base = load_cifar(name, root, train=split == "train")
+        counts = Counter()
+        for index, (pixels, label) in enumerate(zip(base.data, base.targets)):  # pixels: (32, 32, 3) uint8
+            if counts[label] < per_class:
+                counts[label] += 1
+                folder = partial / split / base.classes[label]
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(folder / f"{split}_{index:05d}.png")
+    marker = root / _ARCHIVES[name][1] / SYNTHETIC_MARKER
+    if marker.is_file():
+        shutil.copyfile(marker, partial / SYNTHETIC_MARKER)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(partial, dest)
+    return dest

@@ -117,25 +117,32 @@ def position_embedding_similarity(model) -> np.ndarray:
 
 
 def plot_position_embedding_similarity(
-    similarity: np.ndarray, title: str | None = None, vmin: float | None = -1.0
+    similarity: np.ndarray, title: str | None = None, vmin: float | None = -1.0, every: int = 1
 ) -> plt.Figure:
     """The (g, g, g, g) similarity as one g x g mosaic of g x g tiles, as in the paper's Figure 7.
 
     The colour scale runs from `vmin` (the paper's -1; None: the smallest value) to 1; keep the default
-    -1 to compare several plots by their colours.
+    -1 to compare several plots by their colours. `every` > 1 draws the tiles of every so many rows and
+    columns of patches only (each tile still the full g x g map), so that a large grid such as DINOv2's
+    37 x 37 stays legible.
     """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}")
     grid = similarity.shape[0]
-    pad = 1
-    mosaic = np.full((grid * (grid + pad), grid * (grid + pad)), np.nan)  # NaN gaps show as white
-    for r in range(grid):
-        for c in range(grid):
-            top, left = r * (grid + pad), c * (grid + pad)
+    shown_patches = list(range(0, grid, every))  # the patch rows (and columns) that get a tile
+    tiles, pad = len(shown_patches), 1
+    mosaic = np.full((tiles * (grid + pad), tiles * (grid + pad)), np.nan)  # NaN gaps show as white
+    for i, r in enumerate(shown_patches):
+        for j, c in enumerate(shown_patches):
+            top, left = i * (grid + pad), j * (grid + pad)
             mosaic[top : top + grid, left : left + grid] = similarity[r, c]
     fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, FIGURE_WIDTH * 0.85))
-    shown = ax.imshow(mosaic, cmap="viridis", vmin=np.nanmin(mosaic) if vmin is None else vmin, vmax=1)
-    centres = [i * (grid + pad) + (grid - 1) / 2 for i in range(grid)]
-    ax.set_xticks(centres, range(1, grid + 1), fontsize=8)
-    ax.set_yticks(centres, range(1, grid + 1), fontsize=8)
+    low = np.nanmin(mosaic) if vmin is None else vmin
+    shown = ax.imshow(mosaic, cmap="viridis", vmin=low, vmax=1, interpolation="nearest")  # one square per position
+    centres = [i * (grid + pad) + (grid - 1) / 2 for i in range(tiles)]
+    labels = [r + 1 for r in shown_patches]
+    ax.set_xticks(centres, labels, fontsize=8)
+    ax.set_yticks(centres, labels, fontsize=8)
     ax.set_xlabel("input patch column")
     ax.set_ylabel("input patch row")
     fig.colorbar(shown, ax=ax, label="cosine similarity", fraction=0.046, pad=0.03)
