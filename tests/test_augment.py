@@ -458,3 +458,36 @@ def test_device_batches_do_not_depend_on_how_a_step_is_split():
             torch.testing.assert_close(next(stream)[0], expected[start : start + 4], atol=0, rtol=0)
     with pytest.raises(ValueError, match="span two global batches"):
         next(DeviceBatches(images, labels, keys[6:], 4, augment, seed=1, device="cpu", global_batch=8))
+
+
+def test_every_recipe_step_has_its_pil_transform_and_every_device_version_a_recipe():
+    from vitlab.augment import DEVICE_VERSIONS
+    from vitlab.configs import AUGMENTATIONS
+    from vitlab.data import PIL_STEPS
+
+    assert {step for steps in AUGMENTATIONS.values() for step in steps} <= set(PIL_STEPS)
+    assert set(DEVICE_VERSIONS) <= set(AUGMENTATIONS.values())
+    assert [name for name, steps in AUGMENTATIONS.items() if steps not in DEVICE_VERSIONS] == ["randaugment"]
+
+
+def test_a_new_recipe_is_one_entry_of_the_table(monkeypatch):
+    """A recipe made of known steps needs only its line in configs.AUGMENTATIONS: PIL path, checks and refusal."""
+    from PIL import Image
+
+    from vitlab.configs import AUGMENTATIONS, VITConfig
+    from vitlab.data import build_transforms, folder_transforms
+    from vitlab.training.build import checked_micro_batch_size
+
+    monkeypatch.setitem(AUGMENTATIONS, "flip_only", ("flip",))
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    torch.manual_seed(0)
+    for transform in (build_transforms, folder_transforms):
+        flip_only = transform("flip_only", 32, True, mean=(0,) * 3, std=(1,) * 3)
+        seen = [flip_only(Image.fromarray(pixels)) for _ in range(8)]
+        assert all(torch.equal(out, image) or torch.equal(out, image.flip(-1)) for out in seen)
+        assert any(torch.equal(out, image.flip(-1)) for out in seen)
+    cfg = VITConfig(augment="flip_only", dataset="synthetic", model_type="ViT-Test", device_augment=True)
+    with pytest.raises(ValueError, match=r"'basic' \(pad_crop, flip\), 'none' \(resize\), not 'flip_only'"):
+        checked_micro_batch_size(cfg)
+    assert checked_micro_batch_size(cfg.replace(device_augment=False)) == cfg.train_batch_size

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -468,6 +469,15 @@ class DevicePadCropAugment(nn.Module):
 
     def extra_repr(self) -> str:
         return f"img_size={self.img_size}, padding={self.padding}, trivial_augment={self.trivial_augment is not None}"
+
+
+# The recipes of configs.AUGMENTATIONS done on the device, keyed by their steps: f(img_size, mean=, std=) -> module.
+DEVICE_VERSIONS = {
+    ("inception_crop", "flip"): DeviceAugment,
+    ("pad_crop", "flip", "trivial_augment"): partial(DevicePadCropAugment, trivial_augment=True),
+    ("pad_crop", "flip"): partial(DevicePadCropAugment, trivial_augment=False),
+    (): DeviceEvalTransform,
+}
 
 
 class DeviceBatches:

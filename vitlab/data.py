@@ -42,35 +42,56 @@ def image_normalization(cfg: VITConfig) -> tuple[tuple[float, ...], tuple[float,
     return model_cfg.image_mean, model_cfg.image_std
 
 
+def _pad_crop(img_size: int, any_size: bool) -> list:
+    """A crop shifted by up to 1/8 of the side, borders reflected: CIFAR's 4 pixels at 32 x 32 (resized after the
+    other steps); for images of any size, of their central img_size square."""
+    if not any_size:
+        return [transforms.RandomCrop(32, padding=4, padding_mode="reflect")]
+    square = [transforms.Resize(img_size), transforms.CenterCrop(img_size)]
+    return square + [transforms.RandomCrop(img_size, padding=img_size // 8, padding_mode="reflect")]
+
+
+# The steps of configs.AUGMENTATIONS' recipes as torchvision transforms: step(img_size, any_size) -> transforms.
+PIL_STEPS = {
+    "pad_crop": _pad_crop,
+    "flip": lambda img_size, any_size: [transforms.RandomHorizontalFlip()],
+    "trivial_augment": lambda img_size, any_size: [transforms.TrivialAugmentWide()],
+    "inception_crop": lambda img_size, any_size: [transforms.RandomResizedCrop(img_size, scale=(0.05, 1.0))],
+    "imagenet_crop": lambda img_size, any_size: [transforms.RandomResizedCrop(img_size, scale=(0.08, 1.0))],
+    "randaugment": lambda img_size, any_size: [transforms.RandAugment(num_ops=2, magnitude=9)],
+}
+_RESIZING_STEPS = ("inception_crop", "imagenet_crop")  # their output is img_size whatever the input's size
+
+
+def _image_transform(
+    augment: str, img_size: int, train: bool, any_size: bool, crop_pct: float, mean, std
+) -> transforms.Compose:
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    to_tensor = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    if any_size:  # the shorter side to img_size / crop_pct, then the central square
+        resize = [transforms.Resize(round(img_size / crop_pct)), transforms.CenterCrop(img_size)]
+    else:
+        resize = [transforms.Resize((img_size, img_size))] if img_size != 32 else []
+    steps = AUGMENTATIONS[augment] if train else ()
+    if not steps:
+        return transforms.Compose(resize + to_tensor)
+    pil = [t for step in steps for t in PIL_STEPS[step](img_size, any_size)]
+    resized = any_size or any(step in _RESIZING_STEPS for step in steps)
+    return transforms.Compose(pil + ([] if resized else resize) + to_tensor)
+
+
 def build_transforms(
     augment: str, img_size: int, train: bool, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD
 ) -> transforms.Compose:
-    """PIL image -> (tensor - mean) / std at `img_size` ([-1, 1] by default); `train=False`: resize only."""
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
-    to_tensor = [transforms.ToTensor(), transforms.Normalize(mean, std)]
-    resize = [transforms.Resize((img_size, img_size))] if img_size != 32 else []
-    if not train or augment == "none":
-        return transforms.Compose(resize + to_tensor)
-    if augment == "finetune":
-        # Inception crop with area (0.05, 1) and a flip: Google's fine-tuning augmentation.
-        crop = [transforms.RandomResizedCrop(img_size, scale=(0.05, 1.0)), transforms.RandomHorizontalFlip()]
-        return transforms.Compose(crop + to_tensor)
-    if augment == "randaugment":
-        return transforms.Compose(randaugment_crop(img_size) + to_tensor)
-    # Random crop with 4 px padding and a flip, the standard CIFAR augmentation, at 32 x 32 first.
-    crop = [transforms.RandomCrop(32, padding=4, padding_mode="reflect"), transforms.RandomHorizontalFlip()]
-    strong = [transforms.TrivialAugmentWide()] if augment == "strong" else []
-    return transforms.Compose(crop + strong + resize + to_tensor)
+    """PIL image (CIFAR's 32 x 32) -> (tensor - mean) / std at `img_size` ([-1, 1] by default).
 
-
-def randaugment_crop(img_size: int) -> list:
-    """ImageNet training from scratch (DeiT, AugReg, MindCV): inception crop (0.08, 1), flip, RandAugment(2, 9)."""
-    return [
-        transforms.RandomResizedCrop(img_size, scale=(0.08, 1.0)),
-        transforms.RandomHorizontalFlip(),
-        transforms.RandAugment(num_ops=2, magnitude=9),
-    ]
+    `train=True`: the steps of the recipe `augment` (configs.AUGMENTATIONS), then a resize when they keep
+    32 x 32; `train=False`: the resize only.
+    """
+    return _image_transform(augment, img_size, train, False, 1.0, mean, std)
 
 
 def build_batch_mix(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
@@ -411,26 +432,7 @@ def folder_transforms(
     img_size (the central square, a crop shifted by up to img_size / 8 with reflected borders, a flip),
     for 32 x 32 images exactly the CIFAR transforms.
     """
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
-    if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    to_tensor = [transforms.ToTensor(), transforms.Normalize(mean, std)]
-    centre = [transforms.Resize(round(img_size / crop_pct)), transforms.CenterCrop(img_size)]
-    if not train or augment == "none":
-        return transforms.Compose(centre + to_tensor)
-    if augment == "finetune":
-        crop = [transforms.RandomResizedCrop(img_size, scale=(0.05, 1.0)), transforms.RandomHorizontalFlip()]
-        return transforms.Compose(crop + to_tensor)
-    if augment == "randaugment":
-        return transforms.Compose(randaugment_crop(img_size) + to_tensor)
-    square = [transforms.Resize(img_size), transforms.CenterCrop(img_size)]
-    crop = [
-        transforms.RandomCrop(img_size, padding=img_size // 8, padding_mode="reflect"),
-        transforms.RandomHorizontalFlip(),
-    ]
-    strong = [transforms.TrivialAugmentWide()] if augment == "strong" else []
-    return transforms.Compose(square + crop + strong + to_tensor)
+    return _image_transform(augment, img_size, train, True, crop_pct, mean, std)
 
 
 def build_folder_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Dataset | None, list[str]]:

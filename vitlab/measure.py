@@ -168,11 +168,12 @@ def device_images_per_sec(
     data: np.ndarray, img_size: int, batch_size: int, batches: int, device: torch.device, augment: str = "finetune"
 ) -> float:
     """Images/s of the device augmentation (`augment`) on a uint8 tensor on the device, random batches."""
-    from vitlab.augment import DeviceAugment, DevicePadCropAugment
+    from vitlab.augment import DEVICE_VERSIONS
+    from vitlab.configs import AUGMENTATIONS
 
     images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, H, W) uint8
     generator = torch.Generator(device).manual_seed(0)
-    augment = DeviceAugment(img_size) if augment == "finetune" else DevicePadCropAugment(img_size).to(device)
+    augment = DEVICE_VERSIONS[AUGMENTATIONS[augment]](img_size).to(device)
 
     def batch():
         index = torch.randint(0, len(images), (batch_size,), generator=generator, device=device)

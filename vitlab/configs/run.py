@@ -16,7 +16,16 @@ DATASET_NAMES = ("cifar10", "cifar100", "synthetic", "folder")
 DECAY_TYPES = ("cosine", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-AUGMENTATIONS = ("finetune", "strong", "basic", "none", "randaugment")
+# The augmentation recipes: each name and the steps of its training transform, in order. vitlab.data builds
+# the steps with torchvision on PIL images (PIL_STEPS); vitlab.augment does the recipes it has a version of on
+# the device (DEVICE_VERSIONS, keyed by these steps). Evaluation only resizes, whatever the recipe.
+AUGMENTATIONS = {
+    "finetune": ("inception_crop", "flip"),  # Google's fine-tuning: crop area 5-100%, flip
+    "strong": ("pad_crop", "flip", "trivial_augment"),  # CIFAR from scratch: padded crop, flip, TrivialAugmentWide
+    "basic": ("pad_crop", "flip"),  # the standard CIFAR augmentation: crop shifted by up to 1/8, flip
+    "none": (),  # resize only
+    "randaugment": ("imagenet_crop", "flip", "randaugment"),  # ImageNet from scratch (DeiT, AugReg): RandAugment(2, 9)
+}
 
 
 def _timestamp() -> str:

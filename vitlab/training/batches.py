@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vitlab.augment import DeviceAugment, DeviceBatches, DeviceEvalTransform, DevicePadCropAugment, uint8_cifar
-from vitlab.configs import VITConfig
+from vitlab.augment import DEVICE_VERSIONS, DeviceBatches, uint8_cifar
+from vitlab.configs import AUGMENTATIONS, VITConfig
 from vitlab.training.devices import Distributed, data_workers
 
 
@@ -242,12 +242,7 @@ def build_device_batches(
     from vitlab.data import image_normalization  # imported here: vitlab.data loads torchvision
 
     mean, std = image_normalization(cfg)  # the model's input normalisation, as for the PIL transforms
-    if cfg.augment == "finetune":
-        augment = DeviceAugment(cfg.img_size, mean=mean, std=std)
-    elif cfg.augment in ("strong", "basic"):  # padded crop and flip, "strong" adds TrivialAugmentWide
-        augment = DevicePadCropAugment(cfg.img_size, trivial_augment=cfg.augment == "strong", mean=mean, std=std)
-    else:
-        augment = DeviceEvalTransform(cfg.img_size, mean=mean, std=std)
+    augment = DEVICE_VERSIONS[AUGMENTATIONS[cfg.augment]](cfg.img_size, mean=mean, std=std)
     # Random draws per optimiser step, one row per stream position: independent of how the step is split.
     return DeviceBatches(
         images, labels, sampler, micro, augment.to(env.device), cfg.seed, env.device, global_batch=sampler.global_batch

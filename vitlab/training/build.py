@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from vitlab.configs import VITConfig, resolve_model_name
+from vitlab.augment import DEVICE_VERSIONS
+from vitlab.configs import AUGMENTATIONS, VITConfig, resolve_model_name
 from vitlab.factory import create_model
 from vitlab.weights.download import how_to_get, known_checkpoint
 from vitlab.weights.load import load_pretrained
@@ -44,11 +45,11 @@ def checked_micro_batch_size(cfg: VITConfig, world_size: int = 1) -> int:
             f"never decays; set warmup_steps below num_steps, e.g. {max(0, round(0.05 * cfg.num_steps))} "
             "(5% of the run, the fraction of Google's recipe: 500 of 10,000)"
         )
-    if cfg.device_augment and cfg.augment not in ("finetune", "strong", "basic", "none"):
+    if cfg.device_augment and AUGMENTATIONS[cfg.augment] not in DEVICE_VERSIONS:
+        on_device = ", ".join(f"{name!r} ({', '.join(steps) or 'resize'})" for name, steps in AUGMENTATIONS.items()
+                              if steps in DEVICE_VERSIONS)  # fmt: skip
         raise ValueError(
-            f"device_augment does 'finetune' (crop area 0.05-1, flip), 'strong' (padded crop, flip, "
-            f"TrivialAugmentWide), 'basic' (padded crop, flip) or 'none' (resize), not {cfg.augment!r}: "
-            "choose one of those or set device_augment=False"
+            f"device_augment does {on_device}, not {cfg.augment!r}: choose one of those or set device_augment=False"
         )
     split = cfg.gradient_accumulation_steps * world_size
     if cfg.train_batch_size % split:
