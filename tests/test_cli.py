@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from vitlab.configs import VITConfig, get_experiment
 from vitlab.factory import create_model
 from vitlab.train import main
-from vitlab.training.cli import config_from_args
+from vitlab.training.flags import config_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # tiny models: one thread is fastest

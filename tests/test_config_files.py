@@ -67,7 +67,7 @@ def test_bad_config_files_say_what_is_wrong(tmp_path):
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
 def test_print_config_writes_a_file_the_command_line_reads_back(tmp_path, capsys, fmt):
     from vitlab.train import main
-    from vitlab.training.cli import config_from_args
+    from vitlab.training.flags import config_from_args
 
     main(["--config", "imagenet", "--data_dir", "/data/imagenet", "--print_config", fmt])
     path = tmp_path / f"imagenet.{fmt}"

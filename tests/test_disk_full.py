@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlab import cli
+from vitlab import commands
 from vitlab.files import DiskFullError, atomic_write
 from vitlab.training.logs import GuardedWriter
 from vitlab.training.run_folder import claim
@@ -29,7 +29,7 @@ FREE = r"([\d.,]+ (bytes|KiB|MiB|GiB)|unknown)"  # the free space a message repo
 
 def _train(argv, capsys) -> tuple[int, str]:
     """`python -m vitlab.train argv` in this process: (exit status, stderr)."""
-    code = cli.run(importlib.import_module("vitlab.train").main, [str(a) for a in argv])
+    code = commands.run(importlib.import_module("vitlab.train").main, [str(a) for a in argv])
     return code, capsys.readouterr().err
 
 
@@ -81,7 +81,7 @@ def test_another_write_error_without_a_path_gets_the_path(tmp_path, monkeypatch)
     with pytest.raises(OSError) as failed:
         with atomic_write(tmp_path / "best.pt") as f:
             f.write(b"x")
-    assert cli.describe(failed.value) == f"Input/output error: {tmp_path / 'best.pt'}"
+    assert commands.describe(failed.value) == f"Input/output error: {tmp_path / 'best.pt'}"
 
 
 def test_a_lock_that_could_not_be_written_does_not_stay(tmp_path, monkeypatch):

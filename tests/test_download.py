@@ -11,7 +11,7 @@ import pytest
 from npz_helpers import Arch, write_google_npz
 
 from vitlab.download import main
-from vitlab.weights.download import download, known_checkpoint, url_for
+from vitlab.weights.fetch import download, known_checkpoint, url_for
 
 ARCH = Arch(patch=8, width=32, depth=2, heads=2, mlp=64, img_size=32, num_classes=10)
 REMOTE = "/imagenet21k/ViT-B_16.npz"
@@ -169,7 +169,7 @@ def test_cli_downloads(tmp_path, server, checkpoint_bytes, capsys):
 
 
 def test_a_trickling_server_is_stopped_as_stalled(server, tmp_path, monkeypatch):
-    monkeypatch.setattr("vitlab.weights.download.STALL_SECONDS", 0.5)
+    monkeypatch.setattr("vitlab.weights.fetch.STALL_SECONDS", 0.5)
     server.trickle = 0.05  # 20 bytes/s: each read is well within the socket timeout, the file never ends
     with pytest.raises(ConnectionError, match=r"stalled: \d+ bytes in the last 0.5 s.*bytes received are kept"):
         download("ViT-B_16", dest=tmp_path, progress=False)
@@ -207,7 +207,7 @@ def test_a_write_error_is_not_taken_for_a_connection_error(server, tmp_path, mon
     """The same on any machine: the file's writes fail with ENOSPC after 4096 bytes; then space is freed."""
     import errno
 
-    import vitlab.weights.download as module
+    import vitlab.weights.fetch as module
 
     class FullFile:
         def __init__(self, f):

@@ -1,6 +1,6 @@
 """Bad input ends every command with one `error:` line (exit 1 or 2, no traceback), and the API refuses it.
 
-The table runs each command's `main` in this process through `vitlab.cli.run`, exactly what
+The table runs each command's `main` in this process through `vitlab.commands.run`, exactly what
 `python -m vitlab.<command>` does (a few real processes at the end check that wiring).
 """
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitlab import cli
+from vitlab import commands
 from vitlab.configs import ModelConfig, VITConfig, get_experiment
 from vitlab.factory import create_model
 
@@ -77,7 +77,7 @@ def _run(module: str, argv: list[str], capsys) -> tuple[int, str]:
     """`python -m vitlab.<module> argv` in this process: (exit status, stderr)."""
     main = importlib.import_module(f"vitlab.{module}").main
     try:
-        code = cli.run(main, [str(a) for a in argv])
+        code = commands.run(main, [str(a) for a in argv])
     except SystemExit as exit:  # argparse's usage errors
         code = exit.code
     return code, capsys.readouterr().err
@@ -395,7 +395,7 @@ def test_an_error_in_a_dataloader_worker_is_its_own_one_line():
         '  File "x.py", line 1, in <module>\n    read()\n'
         "vitlab.images.UnreadableImageError: image a/b.jpg cannot be read (empty file): the run stops\n"
     )
-    assert cli.describe(caught) == "image a/b.jpg cannot be read (empty file): the run stops"
+    assert commands.describe(caught) == "image a/b.jpg cannot be read (empty file): the run stops"
 
 
 def test_predict_refuses_top_k_below_one():

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from vitlab import cli
+from vitlab import commands
 from vitlab.data import ImageFolder, build_folder_eval_set
 from vitlab.images import UnreadableImageError, read_image, to_rgb
 from vitlab.predict import load_image
@@ -40,7 +40,7 @@ def _truncate(path, keep=0.5):
 
 
 def _command(module, argv, capsys) -> tuple[int, str]:
-    code = cli.run(importlib.import_module(f"vitlab.{module}").main, [str(a) for a in argv])
+    code = commands.run(importlib.import_module(f"vitlab.{module}").main, [str(a) for a in argv])
     return code, capsys.readouterr().err
 
 

@@ -65,7 +65,7 @@ def test_no_import_circles():
 
 
 def test_subpackages_only_describe_themselves():
-    # Importing vitlab.weights.download (from the download command) must not pull in the model or torch files.
+    # Importing vitlab.weights.fetch (from the download command) must not pull in the model or torch files.
     # `configs/` is the exception: its __init__ gathers the public names of its own parts (`from vitlab.configs
     # import VITConfig`), none of which imports anything else of vitlab's.
     modules = set(import_graph())

@@ -100,9 +100,9 @@ def test_device_batches_normalise_like_the_pil_path(synthetic_cifar):
         "smoke", dataset="cifar10", data_dir=str(synthetic_cifar), model_type="vit_base_p16", augment="none"
     )
     train_set = build_datasets(cfg)[0]
-    env = Distributed(rank=0, world_size=1, device=torch.device("cpu"), started_here=False)
-    pil_images, pil_labels = next(iter(build_train_loader(cfg, train_set, 8, env, 0)))
-    device_images, device_labels = next(iter(build_device_batches(cfg, train_set, 8, env, 0)))
+    processes = Distributed(rank=0, world_size=1, device=torch.device("cpu"), started_here=False)
+    pil_images, pil_labels = next(iter(build_train_loader(cfg, train_set, 8, processes, 0)))
+    device_images, device_labels = next(iter(build_device_batches(cfg, train_set, 8, processes, 0)))
     assert torch.equal(device_labels, pil_labels)
     torch.testing.assert_close(device_images, pil_images, atol=2e-6, rtol=0)
     # ImageNet's statistics, not [-1, 1]: black is -0.485 / 0.229 = -2.118 in the red channel.

@@ -16,8 +16,8 @@ from timm.layers import resample_abs_pos_embed
 
 import vitlab
 from vitlab.download import main
-from vitlab.weights.download import CHECKPOINTS, download, known_checkpoint, local_name, url_for
 from vitlab.weights.errors import CheckpointError
+from vitlab.weights.fetch import CHECKPOINTS, download, known_checkpoint, local_name, url_for
 from vitlab.weights.load import load_pretrained
 from vitlab.weights.state_dicts import detect_layout, read_torch_state_dict, to_vitlab_state_dict
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, DECAY_TYPES, OPTIMIZERS, PRECISIONS
-from vitlab.training.cli import build_parser, config_from_args
+from vitlab.training.flags import build_parser, config_from_args
 
 
 def test_train_help_shows_each_fields_comment_default_and_choices(capsys):
@@ -170,9 +170,9 @@ def test_name_help_says_what_the_automatic_name_is_made_of_in_words(capsys):
     ],
 )
 def test_a_shorter_run_scales_the_recipes_warm_up_and_says_so(argv, warmup, scaled):
-    from vitlab.training.cli import parse_command_line
+    from vitlab.training.flags import parse_command_line
 
-    cfg, _, given, notes = parse_command_line(argv)
+    cfg, _, notes = parse_command_line(argv)
     assert cfg.warmup_steps == warmup
     if scaled is None:
         assert notes == []
@@ -181,7 +181,7 @@ def test_a_shorter_run_scales_the_recipes_warm_up_and_says_so(argv, warmup, scal
             f"warm-up of {warmup} step{'s' * (warmup != 1)}, {scaled} scaled to these {cfg.num_steps:,} steps "
             "(--warmup_steps sets it)"
         ]
-        assert "warmup_steps" in given
+        assert "warmup_steps" in cfg.fields_set
 
 
 def test_print_config_keeps_its_notes_off_the_config_it_prints(capsys):
@@ -236,13 +236,13 @@ def test_an_evaluation_step_prints_one_line(tmp_path, synthetic_cifar, monkeypat
 def test_a_requested_stop_is_not_an_error_and_warnings_are_one_line(capsys):
     import warnings
 
-    from vitlab import cli
+    from vitlab import commands
     from vitlab.training.stops import TrainingInterrupted
 
     def stopped(argv):
         raise TrainingInterrupted("SIGINT at step 3 of 10: saved Model/x/last.pt (step 3); continue with: ...")
 
-    assert cli.run(stopped) == 130
+    assert commands.run(stopped) == 130
     assert (
         capsys.readouterr().err
         == "stopped: SIGINT at step 3 of 10: saved Model/x/last.pt (step 3); continue with: ...\n"
@@ -252,7 +252,7 @@ def test_a_requested_stop_is_not_an_error_and_warnings_are_one_line(capsys):
         warnings.warn("warmup_steps 5 >= num_steps 3: the learning rate\\n only rises", UserWarning, stacklevel=1)
         return 0
 
-    assert cli.run(warns) == 0
+    assert commands.run(warns) == 0
     assert capsys.readouterr().err == "warning: warmup_steps 5 >= num_steps 3: the learning rate\\n only rises\n"
 
 

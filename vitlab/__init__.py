@@ -11,6 +11,7 @@ A map of the package, in the order of the paper and of an experiment:
     synthetic   synthetic CIFAR-format data for offline runs
     augment     augmentation in batches on the device
     files       files written whole or not at all, a full disk said as such
+    commands    what every command shares: one `error:` line and its exit status
     train       train(cfg) and the trainer          (python -m vitlab.train)
     evaluate    evaluate(): top-1, top-5 and loss   (python -m vitlab.evaluate)
     predict     predict(): classes of image files   (python -m vitlab.predict)
@@ -18,7 +19,7 @@ A map of the package, in the order of the paper and of an experiment:
     download    download(): checkpoints into Pretrained/  (python -m vitlab.download --list)
     weights/    weight files: Google's .npz in (load_pretrained) and out (save_npz), PyTorch state dicts,
                 run checkpoints, downloads
-    training/   the trainer's parts: devices, what a run builds, the batch stream, checkpoints, logs, flags
+    training/   the trainer's parts: devices, what a run builds, the batch stream, run state, logs, flags
     bench       images/s of vitlab against timm    (python -m vitlab.bench)
 
 Start with:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitlab import cli
+from vitlab import commands
 from vitlab.configs import ModelConfig, get_model_config
 from vitlab.factory import create_model
 from vitlab.files import atomic_write
@@ -114,7 +114,7 @@ def run_benchmark(
     """Measure vitlab against timm (training and inference images/s, fused vs manual attention)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    device = cli.check_device(str(device))
+    device = commands.check_device(str(device))
     timm_twin_check(get_model_config(model, **({} if num_classes is None else {"num_classes": num_classes})))
     torch.manual_seed(0)
     ours = create_model(model, num_classes=num_classes, img_size=img_size).to(device)
@@ -488,10 +488,10 @@ def format_trainer_report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m vitlab.bench")
+    parser = commands.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m vitlab.bench")
     parser.add_argument("--model", default=None, help="a preset or alias (default ViT-S_16; --trainer: ViT-CIFAR-3M)")
-    parser.add_argument("--img_size", type=cli.at_least(1), default=None, help="default 224; --trainer: 32")
-    parser.add_argument("--batch_size", type=cli.at_least(1), default=None, help="default 32; --trainer: 128")
+    parser.add_argument("--img_size", type=commands.at_least(1), default=None, help="default 224; --trainer: 32")
+    parser.add_argument("--batch_size", type=commands.at_least(1), default=None, help="default 32; --trainer: 128")
     parser.add_argument(
         "--trainer", action="store_true",
         help="time vitlab.train's steps (device and PIL input pipelines) against a bare loop, on the CPU",
@@ -504,18 +504,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast to bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=cli.at_least(1), default=5, help="rounds; figures are medians over them")
-    parser.add_argument("--steps", type=cli.at_least(1), default=5, help="steps timed per round and variant")
-    parser.add_argument("--warmup", type=cli.at_least(0), default=2, help="untimed steps per variant first")
+    parser.add_argument("--repeats", type=commands.at_least(1), default=5, help="rounds; figures are medians over them")
+    parser.add_argument("--steps", type=commands.at_least(1), default=5, help="steps timed per round and variant")
+    parser.add_argument("--warmup", type=commands.at_least(0), default=2, help="untimed steps per variant first")
     parser.add_argument("--data", action="store_true", help="also time the PIL and the on-device data pipelines")
-    parser.add_argument("--data_batches", type=cli.at_least(1), default=10)
-    parser.add_argument("--workers", type=cli.at_least(0), default=2, help="DataLoader workers for the PIL pipeline")
-    parser.add_argument("--num_classes", type=cli.at_least(1), default=None, help="default: the preset's")
-    parser.add_argument("--threads", type=cli.at_least(1), default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--data_batches", type=commands.at_least(1), default=10)
+    parser.add_argument(
+        "--workers", type=commands.at_least(0), default=2, help="DataLoader workers for the PIL pipeline"
+    )
+    parser.add_argument("--num_classes", type=commands.at_least(1), default=None, help="default: the preset's")
+    parser.add_argument(
+        "--threads", type=commands.at_least(1), default=None, help="torch CPU threads (default: torch's)"
+    )
     parser.add_argument("--json", default=None, help="also write the result dict to this JSON file")
     args = vars(parser.parse_args(argv))
     threads, json_path = args.pop("threads"), args.pop("json")
-    cli.check_device(args["device"])
+    commands.check_device(args["device"])
     if json_path and Path(json_path).is_dir():  # found out now, not after minutes of measuring
         raise IsADirectoryError(f"--json {json_path} is a directory: give a file name such as {json_path}/bench.json")
     if threads:
@@ -566,4 +570,4 @@ def write_json(result: dict, path: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(commands.run(main))

@@ -7,20 +7,20 @@
     python -m vitlab.download dinov2_vits14                 # -> Pretrained/dinov2_vits14_pretrain.pth (Meta's)
     python -m vitlab.download --list
 
-The command line of `vitlab.weights.download`, where the list of checkpoints and `download` live.
+The command line of `vitlab.weights.fetch`, where the list of checkpoints and `download` live.
 """
 
 from __future__ import annotations
 
 import sys
 
-from vitlab import cli
-from vitlab.weights.download import CHECKPOINTS, VARIANTS, download, list_checkpoints
+from vitlab import commands
+from vitlab.weights.fetch import CHECKPOINTS, VARIANTS, download, list_checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: download one checkpoint or list them; returns the exit status (1: it failed)."""
-    return cli.run(_main, argv)
+    return commands.run(_main, argv)
 
 
 def _positive(text: str) -> float:
@@ -36,7 +36,7 @@ def _positive(text: str) -> float:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = cli.ArgumentParser(prog="python -m vitlab.download", description=__doc__.splitlines()[0])
+    parser = commands.ArgumentParser(prog="python -m vitlab.download", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="checkpoint name, e.g. ViT-B_16 (see --list)")
     parser.add_argument("--variant", choices=VARIANTS, help="which pre-training (default: the first that has name)")
     parser.add_argument("--dest", default="Pretrained", help="folder to download into")

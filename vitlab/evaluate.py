@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from vitlab import cli
+from vitlab import commands
 from vitlab.configs import DATASET_NAMES, VITConfig
 
 
@@ -91,7 +91,7 @@ def check_labels(labels: torch.Tensor, num_classes: int, first: int) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command line: evaluate a run checkpoint or published weights on a dataset's test split or an image folder."""
-    parser = cli.ArgumentParser(
+    parser = commands.ArgumentParser(
         prog="python -m vitlab.evaluate",
         description=__doc__.splitlines()[0],
         epilog="Image folders: DIR/test, else DIR/val, else DIR itself, one folder per class, matched to the "
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data_dir", help="CIFAR's folder or the image folder (default: the run's)")
     parser.add_argument(
         "--img_size",
-        type=cli.at_least(1),
+        type=commands.at_least(1),
         help="default: the model's img_size; another size resizes the position embeddings",
     )
     parser.add_argument(
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--labels", help="text file of the model's class names, one per line")
     parser.add_argument(
-        "--batch_size", type=cli.at_least(1), default=256,
+        "--batch_size", type=commands.at_least(1), default=256,
         help="images per forward pass; lower it when memory runs out (the result is the same) [default: 256]",
     )  # fmt: skip
     parser.add_argument(
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="where to compute: cpu, cuda or cuda:N [default: cuda when a GPU is visible, else cpu]",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    device = cli.check_device(args.device)
+    device = commands.check_device(args.device)
 
     model, class_names, cfg, step, held_out = _load(args)
     if cfg.img_size != model.cfg.img_size:
@@ -208,7 +208,7 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
         if args.data_dir is None:
             raise ValueError("published weights carry no dataset: give --data_dir (an image folder, e.g. ImageNet's)")
         from vitlab.training.inputs import missing_checkpoint, missing_data, report_missing
-        from vitlab.weights.download import known_checkpoint
+        from vitlab.weights.fetch import known_checkpoint
 
         # Both missing (offline): one message. A file of a known name is fetched when the network allows.
         weights = missing_checkpoint(args.checkpoint) if known_checkpoint(Path(args.checkpoint).name) else None
@@ -234,4 +234,4 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(commands.run(main))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from vitlab import cli
+from vitlab import commands
 from vitlab.configs import ALIASES, PRESETS, get_model_config, list_models
 from vitlab.model import VisionTransformer
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m vitlab.factory`: print the table of presets and aliases."""
     import argparse
 
-    parser = cli.ArgumentParser(
+    parser = commands.ArgumentParser(
         prog="python -m vitlab.factory",
         description="Print every model preset (image size, patch, width, depth, heads, pooling)\n"
         "and every alias that vitlab.create_model and --model_type accept.",
@@ -70,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(commands.run(main))

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vitlab import cli
+from vitlab import commands
 from vitlab.images import read_image, to_rgb
 from vitlab.model import VisionTransformer
 
@@ -113,7 +113,7 @@ def model_from_npz(
 ) -> VisionTransformer:
     """Build `model_type` shaped like Google's checkpoint at `path` (grid, classes, pooling) and load it."""
     from vitlab.factory import create_model
-    from vitlab.weights.download import fetch_if_missing
+    from vitlab.weights.fetch import fetch_if_missing
     from vitlab.weights.load import load_pretrained
     from vitlab.weights.npz import read_npz
 
@@ -209,28 +209,30 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: print the top-k classes of each image; returns the exit status (1: bad input)."""
-    return cli.run(_main, argv)
+    return commands.run(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = cli.ArgumentParser(prog="python -m vitlab.predict", description=__doc__.splitlines()[0])
+    parser = commands.ArgumentParser(prog="python -m vitlab.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files (any format PIL reads) or folders of them")
     parser.add_argument("--model_type", default="ViT-B_16", help="preset name (see vitlab.list_models())")
     parser.add_argument(
         "--checkpoint", required=True, help="a vitlab run checkpoint (.pt), Google's .npz or a state dict (.pth, ...)"
     )
-    parser.add_argument("--top_k", type=cli.at_least(1), default=3, help="how many classes to show per image")
+    parser.add_argument("--top_k", type=commands.at_least(1), default=3, help="how many classes to show per image")
     parser.add_argument("--labels", help="text file of class names, one per line (1000 classes: ImageNet-1k's)")
     parser.add_argument(
-        "--num_classes", type=cli.at_least(1), help="weights only: classes of the head (default: the file's)"
+        "--num_classes", type=commands.at_least(1), help="weights only: classes of the head (default: the file's)"
     )
-    parser.add_argument("--img_size", type=cli.at_least(1), help="weights only: input size (default: the file's grid)")
+    parser.add_argument(
+        "--img_size", type=commands.at_least(1), help="weights only: input size (default: the file's grid)"
+    )
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu",
         help="where to compute: cpu, cuda or cuda:N [default: cuda when a GPU is visible, else cpu]",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    device = cli.check_device(args.device)
+    device = commands.check_device(args.device)
     model, class_names = _load(args)
     model.to(device)
     for image in image_files(args.images):

@@ -14,7 +14,7 @@ This file is the run itself: `train` sets it up (`training/setup.py`: config, re
 optimiser), claims the run folder, and `train_and_test` runs the loop top to bottom (steps, logging,
 validation and checkpoints, stop requests) and tests the best weights. The parts live in `vitlab/training/`:
 `devices` (processes, precision, seeds), `build` (config check, model, data, optimiser, schedule),
-`batches` (the seeded stream of micro-batches), `checkpoints`, `logs` (TensorBoard) and `cli` (the flags).
+`batches` (the seeded stream of micro-batches), `state` (checkpoints), `logs` (TensorBoard) and `flags`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from vitlab import cli
+from vitlab import commands
 from vitlab.configs import VITConfig, export_config
 from vitlab.evaluate import autocast_context, evaluate
 from vitlab.files import DiskFullError, disk_full_error
@@ -41,19 +41,19 @@ from vitlab.training.build import (
     backbone_features,
     features_once,
 )
-from vitlab.training.checkpoints import (
-    checkpoint_state,
-    set_aside,
-)
-from vitlab.training.cli import parse_command_line
 from vitlab.training.devices import (
     Distributed,
     data_workers,
     setup_distributed,
 )
+from vitlab.training.flags import parse_command_line
 from vitlab.training.logs import log_hparams, log_samples, open_writer, run_hparams
 from vitlab.training.run_folder import claim, sweep_temporaries
 from vitlab.training.setup import Best, Run, setup_run, write_config
+from vitlab.training.state import (
+    checkpoint_state,
+    set_aside,
+)
 from vitlab.training.stops import (
     NonFiniteLossError,
     StopRequests,
@@ -118,7 +118,6 @@ def train(
     test_set=None,
     model=None,
     *,
-    given_fields: set | None = None,
     notes: list[str] | None = None,
 ) -> dict:
     """Train `model` (default: built from cfg) on cfg.dataset or the given datasets; returns the results.
@@ -129,16 +128,16 @@ def train(
     with the best weights, those the test accuracy belongs to.
 
     With `cfg.resume` the run continues with its saved config; fields of `cfg` that differ from it
-    may change only when safe (`vitlab.configs.CHANGEABLE_ON_RESUME`), others are an error.
-    `given_fields` names the fields the caller set (the command line passes them); without it a field
-    counts as set when it differs from VITConfig's default. `notes` are lines printed under the run's
-    first lines, with its own (the command line's: a warm-up scaled to the run). Ctrl-C or SIGTERM saves
-    last.pt at the end of the step and raises `TrainingInterrupted` (a KeyboardInterrupt); a NaN or
-    infinite loss raises `NonFiniteLossError` (a ValueError) and keeps the last checkpoint.
+    may change only when safe (`vitlab.configs.CHANGEABLE_ON_RESUME`), others are an error; the fields
+    compared are those set explicitly (`cfg.fields_set`), not those left at their defaults. `notes` are
+    lines printed under the run's first lines, with its own (the command line's: a warm-up scaled to the
+    run). Ctrl-C or SIGTERM saves last.pt at the end of the step and raises `TrainingInterrupted` (a
+    KeyboardInterrupt); a NaN or infinite loss raises `NonFiniteLossError` (a ValueError) and keeps the
+    last checkpoint.
     """
     processes = setup_distributed(cfg)
     try:
-        run = setup_run(cfg, processes, train_set, val_set, test_set, model, given_fields, notes)
+        run = setup_run(cfg, processes, train_set, val_set, test_set, model, notes)
         if not processes.is_main:
             return train_and_test(run)
         with claim(run.run_dir):  # the main process holds the run folder while it trains
@@ -496,17 +495,17 @@ def summary_lines(cfg: VITConfig, result: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry point: parse, train, print where the run landed and its accuracies."""
-    cfg, print_format, given, notes = parse_command_line(argv)
+    cfg, print_format, notes = parse_command_line(argv)
     if print_format is not None:
         for note in notes:  # on stderr: stdout is the config file
             print(f"note: {note}", file=sys.stderr)
         print(export_config(cfg, print_format), end="")
         return {"config": cfg}
-    result = train(cfg, given_fields=given, notes=notes)
+    result = train(cfg, notes=notes)
     if int(os.environ.get("RANK", "0")) == 0:
         print("\n".join(summary_lines(cfg, result)))
     return result
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(commands.run(main))

@@ -24,45 +24,28 @@ TRANSFER = dict(
     eval_batch_size=128,
     eval_every=50,
     optimizer="adamw",
-    momentum=0.9,
     learning_rate=3e-5,
     head_learning_rate=3e-3,
     weight_decay=0.05,
     num_steps=150,
     warmup_steps=10,
-    decay_type="cosine",
-    max_grad_norm=1.0,
     label_smoothing=0.1,
     augment="basic",
     val_split=0.1,
     log_every=10,
-    num_workers=2,
 )
 
 
+# Each experiment holds only what differs from VITConfig's defaults (`python -m vitlab.train --config NAME
+# --print_config` shows all of a run's fields).
 EXPERIMENTS: dict[str, dict] = {
-    # Google's fine-tuning protocol (and the VITConfig class it grew from): ViT-B_16 from ImageNet-21k, 224 px,
-    # SGD momentum 0.9, no weight decay, 500 warmup steps, cosine decay, clip 1, batch 512.
-    # 8 accumulation steps of 64 images fit a 16 GB GPU; use fewer on bigger GPUs.
+    # Google's fine-tuning protocol, which VITConfig's defaults are (CIFAR-10, ViT-B_16 at 224 px, SGD momentum
+    # 0.9, no weight decay, 500 warmup steps, cosine decay, clip 1, batch 512, 10,000 steps), from the ImageNet-21k
+    # checkpoint. 8 accumulation steps of 64 images fit a 16 GB GPU; use fewer on bigger GPUs.
     "finetune": dict(
-        dataset="cifar10",
-        model_type="ViT-B_16",
         pretrained_dir="./Pretrained/imagenet21k_ViT-B_16.npz",
         record_algo="finetune",
-        img_size=224,
-        train_batch_size=512,
         gradient_accumulation_steps=8,
-        eval_batch_size=64,
-        eval_every=100,
-        optimizer="sgd",
-        momentum=0.9,
-        learning_rate=3e-2,
-        weight_decay=0.0,
-        num_steps=10000,
-        warmup_steps=500,
-        decay_type="cosine",
-        max_grad_norm=1.0,
-        augment="finetune",
         # Crop, flip and the 32 -> 224 resize on the GPU in batches: a few CPU cores running PIL
         # cannot feed a GPU at 224 (docs/benchmarks.md); statistically the same augmentation.
         device_augment=True,
@@ -70,21 +53,16 @@ EXPERIMENTS: dict[str, dict] = {
     # From scratch on 32 x 32 CIFAR-10 in about a GPU-hour: a 2.7 M-parameter patch-4 ViT (Lee et al.),
     # AdamW with warmup-cosine, strong augmentation and label smoothing; 20k steps of 512 are ~200 epochs.
     "scratch": dict(
-        dataset="cifar10",
         model_type="ViT-CIFAR-3M",
         record_algo="scratch",
         img_size=32,
-        train_batch_size=512,
         eval_batch_size=512,
         eval_every=500,
         optimizer="adamw",
-        momentum=0.9,
         learning_rate=1e-3,
         weight_decay=0.05,
         num_steps=20000,
         warmup_steps=1000,
-        decay_type="cosine",
-        max_grad_norm=1.0,
         label_smoothing=0.1,
         augment="strong",
         # Crop, flip and TrivialAugmentWide per image, in batches on the device (vitlab.augment): the
@@ -104,20 +82,16 @@ EXPERIMENTS: dict[str, dict] = {
         data_dir="./data/imagenet",
         model_type="ViT-B_32",
         record_algo="imagenet",
-        img_size=224,
         crop_pct=0.875,
         train_batch_size=4096,
         gradient_accumulation_steps=16,
         eval_batch_size=256,
         eval_every=3130,  # every 10 epochs
         optimizer="adamw",
-        momentum=0.9,
         learning_rate=1.6e-3,
         weight_decay=0.3,
         num_steps=93_836,  # 300 epochs
         warmup_steps=9_384,  # 30 epochs
-        decay_type="cosine",
-        max_grad_norm=1.0,
         label_smoothing=0.1,
         augment="randaugment",
         mixup_alpha=0.8,
@@ -151,7 +125,6 @@ EXPERIMENTS: dict[str, dict] = {
         eval_every=10,
         optimizer="adamw",
         learning_rate=1e-3,
-        weight_decay=0.0,
         num_steps=20,
         warmup_steps=5,
         augment="basic",

@@ -14,18 +14,16 @@ CHANGEABLE_ON_RESUME = (
 IDENTITY_FIELDS = ("name", "record_algo", "test_cycles")  # they name the run's folders
 
 
-def resume_config(saved: dict, given: VITConfig, requested: set[str] | None = None) -> tuple[VITConfig, dict]:
+def resume_config(saved: dict, given: VITConfig) -> tuple[VITConfig, dict]:
     """The config a resumed run continues with: `saved` (the run's own), with the changes that are safe.
 
-    `requested` names the fields the user set (the command line knows); without it, a field counts as
-    set when `given` differs from both the saved value and VITConfig's default. Returns (config,
-    {field: (saved value, new value)} for each change). Changing any other field is an error naming it.
+    The fields the user set (`given.fields_set`: by the command line, an experiment, a file or in Python)
+    that differ from the saved ones are the changes asked for. Returns (config, {field: (saved value,
+    new value)} for each change). Changing a field that is not safe to change is an error naming it.
     """
     saved_cfg = VITConfig.from_dict({k: v for k, v in saved.items() if k != "resume"})
     defaults = VITConfig().to_dict()
-    new = given.to_dict()
-    if requested is None:
-        requested = {k for k, v in new.items() if v != defaults[k]}
+    new, requested = given.to_dict(), given.fields_set
     if new["model_overrides"].items() <= saved_cfg.model_overrides.items():
         new["model_overrides"] = saved_cfg.model_overrides  # the run added the model's normalisation to them
     changes = {

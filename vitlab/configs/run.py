@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -32,6 +33,21 @@ def _timestamp() -> str:
     return datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
 
 
+def _records_fields_set(cls):
+    """Class decorator: each instance remembers the fields its constructor was given (`fields_set`)."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+        self.__dict__["_fields_set"] = frozenset(names[: len(args)]) | frozenset(kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_records_fields_set
 @dataclass
 class VITConfig:
     """One training run: data, model, optimiser, schedule, precision, logging and checkpoints."""
@@ -115,10 +131,19 @@ class VITConfig:
         parts = (self.record_algo.strip("_"), self.model_type, self.dataset, self.test_cycles)
         return "_".join(part for part in parts if part).replace("/", "-")
 
+    @property
+    def fields_set(self) -> frozenset[str]:
+        """The fields set explicitly, not left at VITConfig's defaults: given to the constructor, by an experiment
+        (`get_experiment`), a config file or `replace`. A resumed run compares these with its saved config."""
+        return self.__dict__["_fields_set"]
+
     def replace(self, **overrides) -> VITConfig:
-        """A copy with some fields changed; unknown field names are an error that lists the valid ones."""
+        """A copy with some fields changed (added to `fields_set`); unknown field names are an error that lists
+        the valid ones."""
         check_fields(overrides)
-        return dataclasses.replace(self, **overrides)
+        new = dataclasses.replace(self, **overrides)
+        new.__dict__["_fields_set"] = self.fields_set | frozenset(overrides)
+        return new
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (JSON-friendly)."""

@@ -5,9 +5,9 @@
     build.py        the config check, then the model, the data, the optimiser and the schedule
     setup.py        `setup_run`: all of those, once and in order, into a `Run` (resume state included)
     batches.py      the seeded stream of training micro-batches (DataLoader or on-device augmentation)
-    checkpoints.py  what a checkpoint holds, resuming from one
+    state.py        what a checkpoint holds of a run, resuming from one
     logs.py         TensorBoard: config, sample inputs, hyperparameters
-    cli.py          the flags of `python -m vitlab.train`
+    flags.py        the flags of `python -m vitlab.train`
 
 This file imports nothing, so importing one part does not pull in the others.
 """

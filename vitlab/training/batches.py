@@ -210,11 +210,16 @@ def check_first_sample(dataset: Dataset, seed: int, num_classes: int, model) -> 
 
 
 def build_train_loader(
-    cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int, num_classes: int | None = None
+    cfg: VITConfig,
+    dataset: Dataset,
+    micro: int,
+    processes: Distributed,
+    start_step: int,
+    num_classes: int | None = None,
 ):
     """Endless DataLoader of micro-batches for this process, starting at optimiser step `start_step`."""
     sampler = StepSampler(
-        len(dataset), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
+        len(dataset), micro, cfg.gradient_accumulation_steps, processes.rank, processes.world_size, cfg.seed, start_step
     )
     workers = data_workers(cfg.num_workers)  # never more than the cores: each sample's seed, not the worker, decides
     return DataLoader(
@@ -222,14 +227,19 @@ def build_train_loader(
         batch_size=micro,
         sampler=sampler,
         num_workers=workers,
-        pin_memory=env.device.type == "cuda",
+        pin_memory=processes.device.type == "cuda",
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds must not draw from the global RNG
     )
 
 
 def build_device_batches(
-    cfg: VITConfig, dataset: Dataset, micro: int, env: Distributed, start_step: int, num_classes: int | None = None
+    cfg: VITConfig,
+    dataset: Dataset,
+    micro: int,
+    processes: Distributed,
+    start_step: int,
+    num_classes: int | None = None,
 ):
     """`cfg.device_augment`: the same stream of samples, augmented on the device from a uint8 copy of CIFAR."""
 
@@ -237,7 +247,7 @@ def build_device_batches(
     if num_classes is not None:
         check_labels(dataset, num_classes, "training")
     sampler = StepSampler(
-        len(labels), micro, cfg.gradient_accumulation_steps, env.rank, env.world_size, cfg.seed, start_step
+        len(labels), micro, cfg.gradient_accumulation_steps, processes.rank, processes.world_size, cfg.seed, start_step
     )
     from vitlab.data import image_normalization  # imported here: vitlab.data loads torchvision
 
@@ -245,7 +255,14 @@ def build_device_batches(
     augment = DEVICE_VERSIONS[AUGMENTATIONS[cfg.augment]](cfg.img_size, mean=mean, std=std)
     # Random draws per optimiser step, one row per stream position: independent of how the step is split.
     return DeviceBatches(
-        images, labels, sampler, micro, augment.to(env.device), cfg.seed, env.device, global_batch=sampler.global_batch
+        images,
+        labels,
+        sampler,
+        micro,
+        augment.to(processes.device),
+        cfg.seed,
+        processes.device,
+        global_batch=sampler.global_batch,
     )
 
 

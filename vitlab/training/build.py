@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from vitlab.augment import DEVICE_VERSIONS
 from vitlab.configs import AUGMENTATIONS, VITConfig, resolve_model_name
 from vitlab.factory import create_model
-from vitlab.weights.download import how_to_get, known_checkpoint
+from vitlab.weights.fetch import how_to_get, known_checkpoint
 from vitlab.weights.load import load_pretrained
 
 # What the run's header says when `folders_augment_in_workers` turned device augmentation off.

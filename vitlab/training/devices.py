@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vitlab.cli import check_device
+from vitlab.commands import check_device
 from vitlab.configs import VITConfig
 
 
@@ -61,12 +61,12 @@ def setup_distributed(cfg: VITConfig) -> Distributed:
 
 
 @contextlib.contextmanager
-def main_process_first(env: Distributed):
+def main_process_first(processes: Distributed):
     """Rank 0 runs the block first (downloads, extraction); the other processes wait, then read its files."""
-    if env.world_size > 1 and not env.is_main:
+    if processes.world_size > 1 and not processes.is_main:
         dist.barrier()
     yield
-    if env.world_size > 1 and env.is_main:
+    if processes.world_size > 1 and processes.is_main:
         dist.barrier()
 
 

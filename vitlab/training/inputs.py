@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitlab.configs import VITConfig
-from vitlab.weights.download import known_checkpoint, url_for
+from vitlab.weights.fetch import known_checkpoint, url_for
 
 
 @dataclass

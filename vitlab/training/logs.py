@@ -17,10 +17,10 @@ from vitlab.training.batches import SeededSamples, known_labels
 from vitlab.training.devices import Distributed
 
 
-def open_writer(cfg: VITConfig, env: Distributed, start_step: int):
+def open_writer(cfg: VITConfig, processes: Distributed, start_step: int):
     """The run's SummaryWriter (a `GuardedWriter`) on the main process (None elsewhere, with TB_log off,
     or when the TensorBoard folder cannot be written: the run then goes on without it)."""
-    if not (env.is_main and cfg.TB_log):
+    if not (processes.is_main and cfg.TB_log):
         return None
     from torch.utils.tensorboard import SummaryWriter
 

@@ -27,9 +27,9 @@ from vitlab.training.build import (
     follow_model_normalization,
     freeze_backbone,
 )
-from vitlab.training.checkpoints import check_same_classes, reconcile_best, restore, resume_path
 from vitlab.training.devices import Distributed, main_process_first, resolve_precision, seed_everything
 from vitlab.training.inputs import check_inputs
+from vitlab.training.state import check_same_classes, reconcile_best, restore, resume_path
 from vitlab.training.stops import StopRequests
 from vitlab.weights.checkpoint import load_checkpoint, model_from_state
 
@@ -80,13 +80,13 @@ class Run:
         return Path(self.cfg.log_dir) / self.cfg.run_name
 
 
-def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_set, model, given_fields, notes) -> Run:
+def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_set, model, notes) -> Run:
     """Everything a run needs, in order: config, resume state, model, data, optimiser; nothing is written yet."""
     from vitlab.data import build_batch_mix, held_out_record, num_classes  # imported here: loads torchvision
 
     notes, model_given, resume_state, damaged_best = list(notes or []), model is not None, None, None
     if cfg.resume:
-        resume_state, cfg, damaged_best = load_resume_state(cfg, given_fields, notes)
+        resume_state, cfg, damaged_best = load_resume_state(cfg, notes)
     if folders_augment_in_workers(cfg) is not cfg:
         cfg = folders_augment_in_workers(cfg)
         notes.append(DEVICE_AUGMENT_OFF)
@@ -154,7 +154,7 @@ def check_has_head(model) -> None:
         )
 
 
-def load_resume_state(cfg: VITConfig, given_fields, notes: list[str]) -> tuple[dict, VITConfig, Path | None]:
+def load_resume_state(cfg: VITConfig, notes: list[str]) -> tuple[dict, VITConfig, Path | None]:
     """The checkpoint to continue from, the run's own config (with the safe changes asked for) and a damaged
     best.pt to set aside (or None); what changed is added to `notes`."""
     path = resume_path(cfg)
@@ -163,7 +163,7 @@ def load_resume_state(cfg: VITConfig, given_fields, notes: list[str]) -> tuple[d
     if missing:
         raise ValueError(f"cannot resume from {path}: it lacks {sorted(missing)}, it is not a run's last.pt")
     if state.get("config"):
-        cfg, changes = resume_config(state["config"], cfg, given_fields)
+        cfg, changes = resume_config(state["config"], cfg)
         if changes:
             listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
             notes.append(f"resuming with changed settings: {listed}")

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from vitlab.model import VisionTransformer, resize_pos_embed
-from vitlab.weights.download import fetch_if_missing, how_to_get
 from vitlab.weights.errors import CheckpointError, preview_keys
+from vitlab.weights.fetch import fetch_if_missing, how_to_get
 from vitlab.weights.npz import google_names, npz_to_state_dict, read_arrays, to_original_names
 from vitlab.weights.state_dicts import TORCH_SUFFIXES, adopt_input_normalization, read_for_model
 

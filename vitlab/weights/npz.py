@@ -31,8 +31,8 @@ import torch
 
 from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
-from vitlab.weights.download import how_to_get
 from vitlab.weights.errors import CheckpointError, preview_keys
+from vitlab.weights.fetch import how_to_get
 
 __all__ = [
     "google_backbone_names",

@@ -8,7 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from vitlab import cli
+from vitlab import commands
 from vitlab.configs import (
     AUGMENTATIONS,
     DATASET_NAMES,
@@ -126,7 +126,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of the original train.py, `--config`, `--set`, and one flag per other VITConfig field."""
-    parser = cli.ArgumentParser(
+    parser = commands.ArgumentParser(
         prog="python -m vitlab.train",
         usage="%(prog)s [--config NAME|FILE] [--FIELD VALUE ...] [--set FIELD=VALUE] [--resume [PATH]]",
         description="Train a Vision Transformer on CIFAR-10/100, image folders or synthetic data,\n"
@@ -180,20 +180,18 @@ def config_from_args(argv: list[str] | None = None) -> VITConfig:
     return parse_command_line(argv)[0]
 
 
-def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | None, set[str], list[str]]:
-    """(the VITConfig of `config_from_args`, the format --print_config asks for or None, the fields the
-    command line sets: by --config, a flag or --set, and notes on what it adjusted: a scaled warm-up)."""
+def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | None, list[str]]:
+    """(the VITConfig of `config_from_args`, the format --print_config asks for or None, and notes on what
+    it adjusted: a scaled warm-up). The config's `fields_set` are those --config, a flag or --set gave."""
     args = vars(build_parser().parse_args(argv))
     source = args.pop("config", None)
     print_format = args.pop("print_config", None)
-    given: set[str] = set()
     if source is None:
         cfg, recipe = VITConfig(), "VITConfig's"
     elif source in EXPERIMENTS:
-        cfg, given, recipe = get_experiment(source), set(EXPERIMENTS[source]), f"the {source} experiment's"
+        cfg, recipe = get_experiment(source), f"the {source} experiment's"
     elif Path(source).is_file():
         cfg, recipe = load_config(source), f"{source}'s"
-        given = {f.name for f in dataclasses.fields(VITConfig)} - {"test_cycles"}
     else:
         what = "a directory, not" if Path(source).is_dir() else "neither"
         raise ConfigError(f"--config {source!r} is {what} an experiment ({', '.join(EXPERIMENTS)}) nor a file")
@@ -216,8 +214,7 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | 
         cfg, note = scale_warmup(base, cfg, recipe)
         if note:
             notes.append(note)
-            overrides["warmup_steps"] = cfg.warmup_steps
-    return cfg, print_format, given | set(overrides), notes
+    return cfg, print_format, notes
 
 
 def scale_warmup(base: VITConfig, cfg: VITConfig, recipe: str) -> tuple[VITConfig, str | None]:
