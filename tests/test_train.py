@@ -306,9 +306,9 @@ def test_pretrained_npz_sets_googles_gelu_unless_the_overrides_choose(tmp_path):
 
     path = write_google_npz(tmp_path / "w.npz", Arch(patch=8, width=32, depth=2, heads=2, mlp=64, img_size=32))
     cfg = get_experiment("smoke", pretrained_dir=str(path))  # ViT-Test: the exact GELU until Google's weights load
-    assert build_model(cfg, num_classes=10).cfg.gelu_approximate == "tanh"
+    assert build_model(cfg, num_classes=10)[0].cfg.gelu_approximate == "tanh"
     chosen = cfg.replace(model_overrides={"gelu_approximate": "none"})
-    assert build_model(chosen, num_classes=10).cfg.gelu_approximate == "none"
+    assert build_model(chosen, num_classes=10)[0].cfg.gelu_approximate == "none"
 
 
 def test_a_resumed_run_continues_the_checkpoints_model(tmp_path, synthetic_cifar, capsys):

@@ -113,7 +113,10 @@ def test_transfer_runs_from_a_dinov2_file_on_an_image_folder(tmp_path):
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "skipped  mask_token" in done.stdout and "from dinov2_vits14_pretrain.pth" in done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("run t: dinov2_vits14") and "from dinov2_vits14_pretrain.pth" in lines[0]
+    weights = next(i for i, line in enumerate(lines) if line.startswith("  weights: loaded "))
+    assert any(line.startswith("    skipped  mask_token") for line in lines[weights:])  # under the run's line
     saved = VITConfig.from_json(tmp_path / "Model" / "t" / "config.json")
     from vitlab.data import image_normalization
 

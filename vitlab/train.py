@@ -414,6 +414,8 @@ def say_where(run: Run, writer) -> None:
         print(f"  TensorBoard: {run.tb_dir}  (tensorboard --logdir {cfg.log_dir})")
     plan = evaluation_plan(cfg, run.start_step, run.val_set is not None)
     print(f"  checkpoints: {run.run_dir}/best.pt, last.pt; {plan}")
+    if run.weights:
+        print("  weights: " + run.weights.replace("\n", "\n  "))  # its own lines start with two spaces
     notes = list(run.notes)
     workers = data_workers(cfg.num_workers)
     if not cfg.device_augment and workers < cfg.num_workers:

@@ -62,8 +62,9 @@ def checked_micro_batch_size(cfg: VITConfig, world_size: int = 1) -> int:
 
 
 # --- model and data -------------------------------------------------------------------------------
-def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
-    """`create_model(cfg.model_type, ...)` with `cfg.model_overrides`, then `cfg.pretrained_dir` when set."""
+def build_model(cfg: VITConfig, num_classes: int) -> tuple[torch.nn.Module, str | None]:
+    """`create_model(cfg.model_type, ...)` with `cfg.model_overrides`, then `cfg.pretrained_dir` when set:
+    (model, what loading the weights did, or None)."""
 
     wanted = cfg.model_overrides.get("num_classes", num_classes)
     if wanted != num_classes:
@@ -82,8 +83,9 @@ def build_model(cfg: VITConfig, num_classes: int) -> torch.nn.Module:
             )
         # Fetches a missing file first when it has a known name. The model then computes the GELU of the
         # weights' source (tanh for Google's .npz) unless model_overrides chose one.
-        load_pretrained(model, path, match_gelu="gelu_approximate" not in cfg.model_overrides)
-    return model
+        report = load_pretrained(model, path, match_gelu="gelu_approximate" not in cfg.model_overrides, verbose=False)
+        return model, report.summary()
+    return model, None
 
 
 def follow_model_normalization(cfg: VITConfig, model: torch.nn.Module) -> VITConfig:

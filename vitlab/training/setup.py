@@ -65,6 +65,7 @@ class Run:
     resume_state: dict | None
     damaged_best: Path | None  # an unreadable best.pt of the resumed run, set aside once the folder is claimed
     model_given: bool
+    weights: str | None  # what loading the pre-trained weights did (load_pretrained's report), or None
     notes: list[str]  # printed under the run's first lines: what was adjusted, and why
 
     @property
@@ -85,6 +86,7 @@ def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_s
     from vitlab.data import build_batch_mix, held_out_record, num_classes  # imported here: loads torchvision
 
     notes, model_given, resume_state, damaged_best = list(notes or []), model is not None, None, None
+    weights = None
     if cfg.resume:
         resume_state, cfg, damaged_best = load_resume_state(cfg, notes)
     if folders_augment_in_workers(cfg) is not cfg:
@@ -107,7 +109,7 @@ def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_s
             model = model_from_state(resume_state, resume_path(cfg)).train()
         elif model is None:
             classes = num_classes(cfg) if train_set is None else len(class_names_of(cfg, train_set))
-            model = build_model(cfg, classes)
+            model, weights = build_model(cfg, classes)
         check_has_head(model)
         # The model decides how its inputs are normalised (its preset, the overrides, a given model,
         # or the weights loaded into it); the data are then built once, for those inputs.
@@ -142,7 +144,7 @@ def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_s
         class_names=class_names, held_out=held_out, micro_batch=micro_batch, precision=precision,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, mix=mix, stops=StopRequests(),
         start_step=start_step, start_best=start_best, resume_state=resume_state, damaged_best=damaged_best,
-        model_given=model_given, notes=notes,
+        model_given=model_given, weights=weights, notes=notes,
     )  # fmt: skip
 
 
