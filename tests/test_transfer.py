@@ -117,6 +117,11 @@ def test_transfer_runs_from_a_dinov2_file_on_an_image_folder(tmp_path):
     assert lines[0].startswith("run t: dinov2_vits14") and "from dinov2_vits14_pretrain.pth" in lines[0]
     weights = next(i for i, line in enumerate(lines) if line.startswith("  weights: loaded "))
     assert any(line.startswith("    skipped  mask_token") for line in lines[weights:])  # under the run's line
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "TB" / "t")).Reload()
+    backbone, head = ([e.value for e in events.Scalars(f"train/{tag}")] for tag in ("lr", "lr_head"))
+    assert backbone and [pytest.approx(100 * rate) for rate in backbone] == head  # 3e-3 against 3e-5
     saved = VITConfig.from_json(tmp_path / "Model" / "t" / "config.json")
     from vitlab.data import image_normalization
 

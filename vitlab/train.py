@@ -174,6 +174,7 @@ def train_and_test(run: Run) -> dict:
             while step < cfg.num_steps:
                 # One optimiser step; the loss stays on the device until a logging step.
                 lr = run.optimizer.param_groups[0]["lr"]  # the rate this step uses
+                head_lr = {"lr_head": run.optimizer.param_groups[-1]["lr"]} if cfg.head_learning_rate else {}
                 loss, grad_norm = train_step(
                     model, batches, run.optimizer, run.scaler, cfg, run.precision, device, run.mix
                 )
@@ -190,9 +191,8 @@ def train_and_test(run: Run) -> dict:
                         raise non_finite(run, train_loss, step, step - window_steps + 1, saved_step)
                     images_per_sec = window_steps * cfg.train_batch_size / max(time.perf_counter() - window_start, 1e-9)
                     history.append({"step": step, "loss": train_loss, "lr": lr, "grad_norm": norm})
-                    log_scalars(
-                        writer, "train", step, loss=train_loss, lr=lr, grad_norm=norm, images_per_sec=images_per_sec
-                    )
+                    log_scalars(writer, "train", step, loss=train_loss, lr=lr, **head_lr, grad_norm=norm,
+                                images_per_sec=images_per_sec)  # fmt: skip
                     if bar is not None:
                         bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
                     elif cfg.progress and not evaluating and time.perf_counter() - last_line > PLAIN_PROGRESS_SECONDS:
