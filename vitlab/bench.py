@@ -319,24 +319,9 @@ def run_trainer_benchmark(
             for name in pipelines:
                 run_cfg = cfg.replace(name=f"{name}_{round_index}", **TRAINER_PIPELINES[name])
                 seconds[name].append(trainer_seconds_per_step(run_cfg, copy.deepcopy(initial), warmup))
-    result = {
-        "config": dict(
-            model=model,
-            img_size=img_size,
-            batch_size=batch_size,
-            overrides=overrides,
-            repeats=repeats,
-            steps=steps,
-            warmup=warmup,
-            workers=workers,
-        ),  # fmt: skip
-        "machine": machine_info(torch.device("cpu")),
-        "params": initial.get_num_params(),
-        "seconds_per_step": {name: statistics.median(values) for name, values in seconds.items()},
-        "speed_vs_bare": {name: median_ratio(seconds[name], seconds["bare"]) for name in pipelines},
-        "rounds": seconds,
-    }
-    return result
+    setup = dict(model=model, img_size=img_size, batch_size=batch_size, overrides=overrides)
+    config = dict(setup, repeats=repeats, steps=steps, warmup=warmup, workers=workers)
+    return trainer_result(config, initial.get_num_params(), seconds, timed=pipelines, against="bare")
 
 
 def run_transfer_benchmark(
@@ -383,21 +368,21 @@ def run_transfer_benchmark(
             )
             run_cfg = cfg.replace(name=f"transfer_{round_index}")
             seconds["vitlab.train"].append(trainer_seconds_per_step(run_cfg, copy.deepcopy(ours), warmup))
+    model = f"{cfg.model_type} (timm: vit_small_patch14_dinov2)"
+    setup = dict(model=model, img_size=cfg.img_size, batch_size=cfg.train_batch_size, overrides={})
+    config = dict(setup, repeats=repeats, steps=steps, warmup=warmup, workers=workers)
+    return trainer_result(config, ours.get_num_params(), seconds, timed=["vitlab.train"], against="timm loop")
+
+
+def trainer_result(config: dict, params: int, seconds: dict, timed: list[str], against: str) -> dict:
+    """What `--trainer` reports: the settings, the machine, the median seconds per step of each variant, and
+    the median ratio of each `timed` variant's speed to that of the `against` loop over the alternating rounds."""
     return {
-        "config": dict(
-            model=f"{cfg.model_type} (timm: vit_small_patch14_dinov2)",
-            img_size=cfg.img_size,
-            batch_size=cfg.train_batch_size,
-            overrides={},
-            repeats=repeats,
-            steps=steps,
-            warmup=warmup,
-            workers=workers,
-        ),  # fmt: skip
+        "config": config,
         "machine": machine_info(torch.device("cpu")),
-        "params": ours.get_num_params(),
+        "params": params,
         "seconds_per_step": {name: statistics.median(values) for name, values in seconds.items()},
-        "speed_vs_bare": {"vitlab.train": median_ratio(seconds["vitlab.train"], seconds["timm loop"])},
+        "speed_vs_bare": {name: median_ratio(seconds[name], seconds[against]) for name in timed},
         "rounds": seconds,
     }
 

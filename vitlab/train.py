@@ -173,8 +173,10 @@ def train_and_test(run: Run) -> dict:
             last_line = time.perf_counter()
             while step < cfg.num_steps:
                 # One optimiser step; the loss stays on the device until a logging step.
-                lr = run.optimizer.param_groups[0]["lr"]  # the rate this step uses
-                head_lr = {"lr_head": run.optimizer.param_groups[-1]["lr"]} if cfg.head_learning_rate else {}
+                lr = run.optimizer.param_groups[0][
+                    "lr"
+                ]  # the rate this step uses (the backbone's, if the head has one)
+                lr_head = run.optimizer.param_groups[-1]["lr"] if cfg.head_learning_rate is not None else None
                 loss, grad_norm = train_step(
                     model, batches, run.optimizer, run.scaler, cfg, run.precision, device, run.mix
                 )
@@ -191,7 +193,7 @@ def train_and_test(run: Run) -> dict:
                         raise non_finite(run, train_loss, step, step - window_steps + 1, saved_step)
                     images_per_sec = window_steps * cfg.train_batch_size / max(time.perf_counter() - window_start, 1e-9)
                     history.append({"step": step, "loss": train_loss, "lr": lr, "grad_norm": norm})
-                    log_scalars(writer, "train", step, loss=train_loss, lr=lr, **head_lr, grad_norm=norm,
+                    log_scalars(writer, "train", step, loss=train_loss, lr=lr, lr_head=lr_head, grad_norm=norm,
                                 images_per_sec=images_per_sec)  # fmt: skip
                     if bar is not None:
                         bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
@@ -304,10 +306,12 @@ def synced_numbers(loss: torch.Tensor, grad_norm: torch.Tensor, processes: Distr
     return loss.item(), grad_norm.item()
 
 
-def log_scalars(writer, group: str, step: int, **scalars: float) -> None:
+def log_scalars(writer, group: str, step: int, **scalars: float | None) -> None:
+    """Each scalar as `group/name` at `step`; those that are None are not logged."""
     if writer is not None:
         for tag, value in scalars.items():
-            writer.add_scalar(f"{group}/{tag}", value, step)
+            if value is not None:
+                writer.add_scalar(f"{group}/{tag}", value, step)
 
 
 def log_validation(writer, model, metrics: dict | None, best: Best, step: int) -> None:

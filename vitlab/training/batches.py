@@ -209,6 +209,12 @@ def check_first_sample(dataset: Dataset, seed: int, num_classes: int, model) -> 
     )
 
 
+def step_sampler(cfg: VITConfig, num_samples: int, micro: int, processes: Distributed, start_step: int) -> StepSampler:
+    """The run's stream of training samples, as this process takes it from optimiser step `start_step` on."""
+    accumulation, rank, world = cfg.gradient_accumulation_steps, processes.rank, processes.world_size
+    return StepSampler(num_samples, micro, accumulation, rank, world, cfg.seed, start_step)
+
+
 def build_train_loader(
     cfg: VITConfig,
     dataset: Dataset,
@@ -218,9 +224,7 @@ def build_train_loader(
     num_classes: int | None = None,
 ):
     """Endless DataLoader of micro-batches for this process, starting at optimiser step `start_step`."""
-    sampler = StepSampler(
-        len(dataset), micro, cfg.gradient_accumulation_steps, processes.rank, processes.world_size, cfg.seed, start_step
-    )
+    sampler = step_sampler(cfg, len(dataset), micro, processes, start_step)
     workers = data_workers(cfg.num_workers)  # never more than the cores: each sample's seed, not the worker, decides
     return DataLoader(
         SeededSamples(dataset, cfg.seed, num_classes),
@@ -246,9 +250,7 @@ def build_device_batches(
     images, labels = uint8_cifar(dataset)
     if num_classes is not None:
         check_labels(dataset, num_classes, "training")
-    sampler = StepSampler(
-        len(labels), micro, cfg.gradient_accumulation_steps, processes.rank, processes.world_size, cfg.seed, start_step
-    )
+    sampler = step_sampler(cfg, len(labels), micro, processes, start_step)
     from vitlab.data import image_normalization  # imported here: vitlab.data loads torchvision
 
     mean, std = image_normalization(cfg)  # the model's input normalisation, as for the PIL transforms
