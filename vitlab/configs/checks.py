@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 
 
 def check_types(config) -> None:
@@ -57,6 +58,6 @@ def check_range(config, name: str, low: float | None = None, high: float | None 
         raise ConfigError(f"{type(config).__name__}.{name} must be {bounds}, got {value!r}")
 
 
-def check_choice(config, name: str, valid: tuple[str, ...]) -> None:
+def check_choice(config, name: str, valid: Collection[str]) -> None:
     if getattr(config, name) not in valid:
         raise ConfigError(f"unknown {name} {getattr(config, name)!r}; valid names: {', '.join(valid)}")
