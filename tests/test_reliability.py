@@ -354,3 +354,21 @@ def test_a_resumed_runs_event_file_sorts_after_the_stopped_runs(tmp_path):
     new = [name for name in names if name != earlier.name]
     assert new and all(int(name.split(".")[3]) > int(earlier.name.split(".")[3]) for name in new)
     assert names[0] == earlier.name
+
+
+def test_the_first_command_repeated_with_resume_and_more_steps_continues(tmp_path, monkeypatch, capsys):
+    """The recipe's warm-up was scaled to the first run's 4 steps; the resumed command must not compare it."""
+    from vitlab import commands
+    from vitlab.train import main
+
+    monkeypatch.chdir(tmp_path)
+    first = ["--config", "smoke", "--num_steps", "4", "--name", "c", "--progress", "false", "--TB_log", "false"]
+    assert commands.run(main, first) == 0
+    assert commands.run(main, [*first, "--num_steps", "8", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming with changed settings: num_steps 4 -> 8" in out and "error" not in out
+    state = load_checkpoint(tmp_path / "Model" / "c" / "last.pt")
+    assert state["step"] == 8 and state["config"]["warmup_steps"] == 1  # the run's own warm-up, kept
+    # A value the user did change is still refused, naming the flag and both values.
+    assert commands.run(main, [*first, "--num_steps", "9", "--resume", "--learning_rate", "0.5"]) == 1
+    assert "learning_rate: the run has 0.001, given 0.5" in capsys.readouterr().err

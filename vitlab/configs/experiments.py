@@ -139,15 +139,18 @@ def get_experiment(experiment: str, /, **overrides) -> VITConfig:
     """The ready-made experiment (a name of `EXPERIMENTS`: "finetune", "scratch", "transfer", ...) with `overrides`.
 
     Another `num_steps` without a `warmup_steps` keeps the recipe's warm-up as the same fraction of the run
-    (`scaled_warmup`), except for a resumed run, which keeps its own.
+    (`scaled_warmup`), except for a resumed run, which keeps its own. Only `overrides` count as set by the user
+    (`VITConfig.fields_set`), so a resumed run is never refused over a recipe's value or a derived warm-up.
     """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; valid names: {', '.join(EXPERIMENTS)}")
-    recipe = VITConfig(**copy.deepcopy(EXPERIMENTS[experiment]))  # model_overrides: a copy
+    # The recipe's values are its defaults, not the user's choices: a resumed run compares only `overrides`.
+    recipe = VITConfig().derive(**copy.deepcopy(EXPERIMENTS[experiment]))  # model_overrides: a copy
+    cfg = recipe.replace(**overrides)
     steps = overrides.get("num_steps")
     if "warmup_steps" not in overrides and not overrides.get("resume") and type(steps) is int and steps >= 1:
-        overrides = {**overrides, "warmup_steps": scaled_warmup(recipe, steps)}
-    return recipe.replace(**overrides)
+        cfg = cfg.derive(warmup_steps=scaled_warmup(recipe, steps))
+    return cfg
 
 
 def scaled_warmup(recipe: VITConfig, num_steps: int) -> int:

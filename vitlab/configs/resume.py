@@ -17,8 +17,9 @@ IDENTITY_FIELDS = ("name", "record_algo", "test_cycles")  # they name the run's 
 def resume_config(saved: dict, given: VITConfig) -> tuple[VITConfig, dict]:
     """The config a resumed run continues with: `saved` (the run's own), with the changes that are safe.
 
-    The fields the user set (`given.fields_set`: by the command line, an experiment, a file or in Python)
-    that differ from the saved ones are the changes asked for. Returns (config, {field: (saved value,
+    The fields the user set (`given.fields_set`: on the command line, in a config file or in Python; not a
+    recipe's own values nor derived ones such as a scaled warm-up) that differ from the saved ones are the
+    changes asked for. Returns (config, {field: (saved value,
     new value)} for each change). Changing a field that is not safe to change is an error naming it.
     """
     saved_cfg = VITConfig.from_dict({k: v for k, v in saved.items() if k != "resume"})

@@ -133,9 +133,17 @@ class VITConfig:
 
     @property
     def fields_set(self) -> frozenset[str]:
-        """The fields set explicitly, not left at VITConfig's defaults: given to the constructor, by an experiment
-        (`get_experiment`), a config file or `replace`. A resumed run compares these with its saved config."""
+        """The fields the user set: given to the constructor, in a config file, on the command line, to `replace`
+        or as overrides of `get_experiment`; not an experiment's own values nor what vitlab derived (`derive`).
+        A resumed run compares only these with its saved config."""
         return self.__dict__["_fields_set"]
+
+    def derive(self, **values) -> VITConfig:
+        """A copy with fields that vitlab worked out (a scaled warm-up, a recipe's values) changed, but not counted
+        as set by the user: a resumed run never compares them with the run's own."""
+        new = self.replace(**values)
+        new.__dict__["_fields_set"] = self.fields_set
+        return new
 
     def replace(self, **overrides) -> VITConfig:
         """A copy with some fields changed (added to `fields_set`); unknown field names are an error that lists

@@ -226,4 +226,4 @@ def scale_warmup(base: VITConfig, cfg: VITConfig, recipe: str) -> tuple[VITConfi
         f"warm-up of {warmup} step{'s' * (warmup != 1)}, {recipe} {base.warmup_steps:,} of {base.num_steps:,} "
         f"scaled to these {cfg.num_steps:,} steps (--warmup_steps sets it)"
     )
-    return cfg.replace(warmup_steps=warmup), note
+    return cfg.derive(warmup_steps=warmup), note
