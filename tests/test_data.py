@@ -176,3 +176,38 @@ def test_a_cifar_download_into_a_full_disk_says_the_disk_is_full(tmp_path, monke
         f"{tmp_path / 'cifar-10-python.tar.gz'} ("
     )
     assert str(full.value).endswith("free there); free some space there, or choose another --data_dir")
+
+
+def test_a_train_fraction_is_class_balanced_nested_and_leaves_the_held_out_photos_alone(tmp_path):
+    from test_folders import write_folder
+
+    from vitlab.data import build_datasets, class_balanced_subset
+
+    targets = [i % 4 for i in range(400)]  # 100 of each of 4 classes
+    indices = list(range(0, 400, 2)) + list(range(1, 200, 4))  # 100 of classes 0 and 2, 50 of class 1, none of 3
+    tenth = class_balanced_subset(indices, targets, 0.1, seed=3)
+    assert [sum(targets[i] == c for i in tenth) for c in range(4)] == [10, 5, 10, 0]  # a tenth of each class
+    assert set(tenth) <= set(indices) and tenth == class_balanced_subset(indices, targets, 0.1, seed=3)
+    assert set(tenth) <= set(class_balanced_subset(indices, targets, 0.5, seed=3))  # nested: 0.1 within 0.5
+    assert class_balanced_subset(indices, targets, 1.0, seed=3) == indices
+    assert len(class_balanced_subset(indices, targets, 0.001, seed=3)) == 3  # at least one of each class there
+
+    folder = write_folder(tmp_path / "photos", per_class=20)
+    base = VITConfig(dataset="folder", data_dir=str(folder), img_size=32, val_split=0.25, augment="none")
+    full_train, full_val, _, _ = build_datasets(base)
+    part_train, part_val, _, _ = build_datasets(base.replace(train_fraction=0.25))
+    assert part_val.indices == full_val.indices  # exactly the same held-out photos
+    assert set(part_train.indices) <= set(full_train.indices) and not set(part_train.indices) & set(part_val.indices)
+    labels = [full_train.base.targets[i] for i in part_train.indices]
+    per_class = [labels.count(c) for c in range(len(full_train.classes))]
+    assert max(per_class) - min(per_class) <= 1 and abs(len(labels) - 0.25 * len(full_train)) <= len(per_class)
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 1.5, float("nan")])
+def test_a_train_fraction_outside_zero_to_one_is_refused_in_one_line(value):
+    from vitlab import commands
+    from vitlab.train import main
+
+    with pytest.raises(ValueError, match=r"VITConfig.train_fraction must be in \(0, 1\], got"):
+        VITConfig(train_fraction=value)
+    assert commands.run(main, ["--config", "smoke", "--train_fraction", str(value)]) == 1

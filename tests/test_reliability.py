@@ -372,3 +372,20 @@ def test_the_first_command_repeated_with_resume_and_more_steps_continues(tmp_pat
     # A value the user did change is still refused, naming the flag and both values.
     assert commands.run(main, [*first, "--num_steps", "9", "--resume", "--learning_rate", "0.5"]) == 1
     assert "learning_rate: the run has 0.001, given 0.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("experiment", ["scratch", "cnn"])
+def test_the_first_command_repeated_with_resume_continues_for_the_recipes_from_scratch(
+    tmp_path, synthetic_cifar, experiment, capsys
+):
+    from vitlab import commands
+    from vitlab.train import main
+
+    data = ["--dataset", "synthetic", "--data_dir", str(synthetic_cifar), "--device_augment", "false"]
+    tiny = {"scratch": ["--model_type", "ViT-Test"], "cnn": ["--model_overrides", '{"num_layers": 1}']}[experiment]
+    first = ["--config", experiment, *data, *tiny, "--train_batch_size", "16", "--num_workers", "0", "--num_steps", "4",
+             "--save_dir", str(tmp_path / "Model"), "--log_dir", str(tmp_path / "TB"), "--name", "r",
+             "--progress", "false"]  # fmt: skip
+    assert commands.run(main, first) == 0
+    assert commands.run(main, [*first, "--num_steps", "8", "--resume"]) == 0, capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "Model" / "r" / "last.pt")["step"] == 8

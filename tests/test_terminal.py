@@ -118,8 +118,10 @@ def test_tensorboard_hparams_are_the_distinguishing_fields_with_their_types(prin
         "train_batch_size": "number_value", "optimizer": "string_value", "learning_rate": "number_value",
         "weight_decay": "number_value", "warmup_steps": "number_value", "num_steps": "number_value",
         "augment": "string_value", "label_smoothing": "number_value", "precision": "string_value",
-        "pretrained": "bool_value",
+        "pretrained": "bool_value", "init": "string_value", "train_fraction": "number_value",
+        "train_images": "number_value", "val_images": "number_value",
     }  # fmt: skip
+    assert start.hparams["init"].string_value == "random" and start.hparams["train_images"].number_value > 0
     assert start.hparams["model_type"].string_value == "ViT-Test" and start.hparams["pretrained"].bool_value is False
     assert start.hparams["learning_rate"].number_value == pytest.approx(1e-3)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
@@ -181,7 +183,7 @@ def test_a_shorter_run_scales_the_recipes_warm_up_and_says_so(argv, warmup, scal
             f"warm-up of {warmup} step{'s' * (warmup != 1)}, {scaled} scaled to these {cfg.num_steps:,} steps "
             "(--warmup_steps sets it)"
         ]
-        assert "warmup_steps" in cfg.fields_set
+        assert "warmup_steps" not in cfg.fields_set  # derived, not the user's: a resume never compares it
 
 
 def test_print_config_keeps_its_notes_off_the_config_it_prints(capsys):

@@ -126,3 +126,71 @@ def test_transfer_runs_from_a_dinov2_file_on_an_image_folder(tmp_path):
     from vitlab.data import image_normalization
 
     assert image_normalization(saved) == (vitlab.configs.IMAGENET_MEAN, vitlab.configs.IMAGENET_STD)
+
+
+def _small_dinov2_file(tmp_path):
+    """A small DINOv2 backbone in Meta's layout (what the transfer recipe reads), and the width it has."""
+    small = dict(hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
+    backbone = vitlab.create_model("dinov2_vits14", num_classes=0, img_size=42, **small)
+    state = {k.replace("encoder.blocks.", "blocks.").replace("encoder.norm.", "norm."): v
+             for k, v in backbone.state_dict().items()}  # fmt: skip
+    state = {k.replace(".to_qkv.", ".qkv.").replace(".to_out.", ".proj."): v for k, v in state.items()}
+    torch.save(state, tmp_path / "dinov2_vits14_pretrain.pth")
+    return tmp_path / "dinov2_vits14_pretrain.pth", small, backbone
+
+
+def _transfer(tmp_path, weights, small, folder, **changes):
+    tiny = dict(
+        pretrained_dir=str(weights), data_dir=str(folder), num_steps=2, warmup_steps=1, img_size=42, train_batch_size=8,
+        model_overrides=small, save_dir=str(tmp_path / "Model"), log_dir=str(tmp_path / "TB"), progress=False,
+        num_workers=0,
+    )  # fmt: skip
+    return get_experiment("transfer", **{**tiny, **changes})
+
+
+def test_init_random_is_the_same_recipe_and_architecture_without_the_weights(tmp_path, capsys):
+    weights, small, backbone = _small_dinov2_file(tmp_path)
+    folder = write_folder(tmp_path / "photos", per_class=6)
+    loaded = train(_transfer(tmp_path, weights, small, folder, name="pre", learning_rate=0.0,
+                             head_learning_rate=0.0))  # fmt: skip
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "from dinov2_vits14_pretrain.pth" in first
+    pre = loaded["model"].encoder.blocks[0].attn.to_qkv.weight.detach()
+    torch.testing.assert_close(pre, backbone.encoder.blocks[0].attn.to_qkv.weight)  # lr 0: the file's weights
+    random = train(_transfer(tmp_path, weights, small, folder, name="rand", learning_rate=0.0,
+                             head_learning_rate=0.0, init="random"))  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert "from random weights" in lines[0] and lines[0].startswith("run rand: dinov2_vits14")
+    assert any(line.startswith("  init: random, the recipe's architecture without its weights") for line in lines)
+    model = random["model"]
+    assert model.encoder.blocks[0].attn.to_qkv.weight.shape == pre.shape  # the same architecture
+    assert not torch.allclose(model.encoder.blocks[0].attn.to_qkv.weight, pre)  # not the file's weights
+    state = torch.load(tmp_path / "Model" / "rand" / "best.pt", weights_only=True)
+    assert state["config"]["init"] == "random" and state["config"]["learning_rate"] == 0.0
+    from vitlab.training.logs import run_hparams
+
+    hparams = run_hparams(VITConfig.from_dict(state["config"]), "fp32")
+    assert hparams["init"] == "random" and hparams["pretrained"] is False
+    # Without the weights' file the random control still runs: nothing asks for the file it does not read.
+    weights.unlink()
+    assert train(_transfer(tmp_path, weights, small, folder, name="rand2", init="random"))["steps"] == 2
+    with pytest.raises(FileNotFoundError, match="dinov2_vits14_pretrain.pth"):
+        train(_transfer(tmp_path, weights, small, folder, name="pre2"))
+    with pytest.raises(ValueError, match="unknown init 'none'; valid names: pretrained, random"):
+        _transfer(tmp_path, weights, small, folder, init="none")
+
+
+@pytest.mark.parametrize("experiment", ["transfer", "probe"])
+def test_the_first_command_repeated_with_resume_continues_for_the_transfer_recipes(tmp_path, experiment, capsys):
+    from vitlab import commands
+    from vitlab.train import main
+
+    weights, small, _ = _small_dinov2_file(tmp_path)
+    folder = write_folder(tmp_path / "photos", per_class=6)
+    first = ["--config", experiment, "--pretrained_dir", str(weights), "--data_dir", str(folder), "--img_size", "42",
+             "--train_batch_size", "8", "--model_overrides", json.dumps(small), "--save_dir", str(tmp_path / "Model"),
+             "--log_dir", str(tmp_path / "TB"), "--name", "t", "--progress", "false", "--num_workers", "0",
+             "--num_steps", "4"]  # fmt: skip
+    assert commands.run(main, first) == 0
+    assert commands.run(main, [*first, "--num_steps", "8", "--resume"]) == 0, capsys.readouterr().err
+    assert torch.load(tmp_path / "Model" / "t" / "last.pt", weights_only=True)["step"] == 8

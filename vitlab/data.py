@@ -143,6 +143,26 @@ def split_indices(num_samples: int, val_fraction: float, seed: int) -> tuple[lis
     return sorted(permutation[num_val:]), sorted(permutation[:num_val])
 
 
+def class_balanced_subset(indices, targets, fraction: float, seed: int) -> list[int]:
+    """A seeded `fraction` of `indices`, the same share of every class: round(fraction x its count), at least one.
+
+    Each class keeps a prefix of its own seeded order, so a larger fraction holds every image of a smaller one
+    (0.1 within 0.25 within 0.5): a curve against the size of the labelled set adds images, it never swaps them.
+    """
+    if fraction >= 1.0:
+        return list(indices)
+    by_class: dict[int, list[int]] = {}
+    for index in indices:
+        by_class.setdefault(int(targets[index]), []).append(int(index))
+    generator = torch.Generator().manual_seed(seed)
+    kept = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        order = torch.randperm(len(members), generator=generator).tolist()
+        kept += [members[i] for i in order[: max(1, round(fraction * len(members)))]]
+    return sorted(kept)
+
+
 # --- CIFAR through torchvision --------------------------------------------------------------------
 class _SyntheticCIFAR10(datasets.CIFAR10):
     """torchvision's CIFAR-10 reader without the checksums of the real files (synthetic batches)."""
@@ -267,6 +287,7 @@ def build_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Dataset | N
     base_train = load_cifar(name, root, train=True)
     base_test = load_cifar(name, root, train=False)
     train_indices, val_indices = split_indices(len(base_train), cfg.val_split, cfg.seed)
+    train_indices = class_balanced_subset(train_indices, base_train.targets, cfg.train_fraction, cfg.seed)
     mean, std = image_normalization(cfg)
     test_transform = build_transforms(cfg.augment, cfg.img_size, train=False, mean=mean, std=std)
     train_transform = build_transforms(cfg.augment, cfg.img_size, train=True, mean=mean, std=std)
@@ -456,6 +477,8 @@ def build_folder_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Data
     else:
         train_indices, val_indices = split_indices(len(base_train), cfg.val_split, cfg.seed)
         val_base = base_train
+    # Only the training part shrinks: the held-out images are the same whatever the fraction.
+    train_indices = class_balanced_subset(train_indices, base_train.targets, cfg.train_fraction, cfg.seed)
     train_set = TransformedSubset(base_train, train_indices, train_transform)
     val_set = TransformedSubset(val_base, val_indices, eval_transform) if len(val_indices) else None
     test_base = others.get("test")

@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 from vitlab import commands
-from vitlab.configs import ALIASES, PRESETS, get_model_config, list_models
+from vitlab.cnn import CifarResNet
+from vitlab.configs import ALIASES, PRESETS, ModelConfig, get_model_config, list_models
 from vitlab.model import VisionTransformer
 
-__all__ = ["create_model", "list_models", "show_support_list"]
+__all__ = ["create_model", "list_models", "model_of", "show_support_list"]
 
 
 def create_model(
@@ -21,6 +22,8 @@ def create_model(
 ) -> VisionTransformer:
     """Build preset `name` (see `list_models()`), optionally changing any `ModelConfig` field.
 
+    "ResNet-20" is the CNN of the controlled comparison (`vitlab.cnn.CifarResNet`), built the same way.
+
     `pretrained` is a checkpoint path loaded with `vitlab.load_pretrained` (position embeddings
     resized to `img_size`, head replaced when `num_classes` differs).
     """
@@ -28,7 +31,7 @@ def create_model(
         overrides["num_classes"] = num_classes
     if img_size is not None:
         overrides["img_size"] = img_size
-    model = VisionTransformer(get_model_config(name, **overrides))
+    model = model_of(get_model_config(name, **overrides))
     if pretrained is not None:
         from vitlab.weights.load import load_pretrained
 
@@ -36,10 +39,20 @@ def create_model(
     return model
 
 
+def model_of(cfg: ModelConfig) -> VisionTransformer | CifarResNet:
+    """The model `cfg` describes, with fresh weights: a ViT, or the CIFAR ResNet for `architecture="resnet"`."""
+    return CifarResNet(cfg) if cfg.architecture == "resnet" else VisionTransformer(cfg)
+
+
 def show_support_list() -> str:
     """A printable table of every preset (size, patch, width, depth, heads) and alias."""
     lines = [f"{'name':<14} {'img':>4} {'patch':>5} {'width':>5} {'depth':>5} {'heads':>5} {'pool':>5}"]
     for name, cfg in PRESETS.items():
+        if cfg.architecture == "resnet":
+            lines.append(
+                f"{name:<14} {cfg.img_size:>4}   CNN: {6 * cfg.num_layers + 2} layers, {cfg.hidden_size} channels first"
+            )
+            continue
         lines.append(
             f"{name:<14} {cfg.img_size:>4} {cfg.patch_size:>5} {cfg.hidden_size:>5} "
             f"{cfg.num_layers:>5} {cfg.num_heads:>5} {cfg.classifier:>5}"

@@ -56,6 +56,21 @@ def vit_flops(cfg: ModelConfig) -> int:
     return cfg.num_layers * per_layer + patch_embed + head
 
 
+def forward_flops(model, img_size: int) -> int:
+    """Forward FLOPs of one `img_size` image through any model (a ViT, the CNN), counted by PyTorch's
+    FlopCounterMode: matmuls and convolutions, 2 FLOPs per multiply-add, in eval mode on the CPU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    parameter = next(model.parameters())
+    image = torch.zeros(1, getattr(model.cfg, "in_chans", 3), img_size, img_size, dtype=parameter.dtype)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(image.to(parameter.device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
 def peak_tflops(device_name: str) -> float | None:
     """The dense bf16 peak of a known GPU, or None."""
     for name, peak in PEAK_TFLOPS.items():

@@ -243,7 +243,7 @@ def log_start(run: Run, writer) -> None:
     """The run's hyperparameters and (first start only) sample images in TensorBoard; its first lines printed."""
     cfg = run.cfg
     if writer is not None:
-        log_hparams(writer, run_hparams(cfg, run.precision), cfg.run_name)
+        log_hparams(writer, run_hparams(cfg, run.precision, image_counts(run)), cfg.run_name)
     if writer is not None and run.start_step == 0:
         from vitlab.data import image_normalization
 
@@ -412,7 +412,7 @@ def say_where(run: Run, writer) -> None:
         steps += f", resuming after step {run.start_step}"
     start = ""  # where the weights start from, when this run built the model
     if not run.model_given and run.resume_state is None:
-        start = f" from {Path(cfg.pretrained_dir).name}" if cfg.pretrained_dir else " from random weights"
+        start = f" from {Path(cfg.weights_file).name}" if cfg.weights_file else " from random weights"
     print(f"run {cfg.run_name}: {cfg.model_type}{count}{start} on {data}, {steps}, {run.device.type}, {run.precision}")
     if writer is not None:
         print(f"  TensorBoard: {run.tb_dir}  (tensorboard --logdir {cfg.log_dir})")
@@ -420,6 +420,9 @@ def say_where(run: Run, writer) -> None:
     print(f"  checkpoints: {run.run_dir}/best.pt, last.pt; {plan}")
     if run.weights:
         print("  weights: " + run.weights.replace("\n", "\n  "))  # its own lines start with two spaces
+    if cfg.init == "random" and cfg.pretrained_dir and not run.model_given:
+        print(f"  init: random, the recipe's architecture without its weights ({Path(cfg.pretrained_dir).name} unused)")
+
     notes = list(run.notes)
     workers = data_workers(cfg.num_workers)
     if not cfg.device_augment and workers < cfg.num_workers:
@@ -429,7 +432,19 @@ def say_where(run: Run, writer) -> None:
         )
     for note in notes:
         print(f"  note: {note}")
+    counts = image_counts(run)
+    share = f" ({cfg.train_fraction:g} of the training part, class-balanced)" if cfg.train_fraction < 1 else ""
+    held = f", {counts['val_images']:,} held out for validation" if "val_images" in counts else ""
+    print(f"  images: {counts['train_images']:,} to train on{share}{held}")
     sys.stdout.flush()
+
+
+def image_counts(run: Run) -> dict:
+    """{"train_images": ..., "val_images": ...}: how many images the run trains on and validates on."""
+    counts = {"train_images": len(run.train_set)}
+    if run.val_set is not None:
+        counts["val_images"] = len(run.val_set)
+    return counts
 
 
 def evaluation_plan(cfg: VITConfig, step: int, validates: bool) -> str:
@@ -458,6 +473,7 @@ def finish(run: Run, writer, step: int, best: Best, history: list) -> dict:
         "precision": run.precision,
         "world_size": processes.world_size,
         "synthetic_data": on_synthetic_data(cfg),
+        **image_counts(run),
     }
     if processes.is_main:
         if best_path.is_file():

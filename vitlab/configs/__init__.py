@@ -22,6 +22,7 @@ from vitlab.configs.experiments import EXPERIMENTS, TRANSFER, find_runs, get_exp
 from vitlab.configs.files import CONFIG_SUFFIXES, export_config, field_comments, load_config
 from vitlab.configs.models import (
     ALIASES,
+    ARCHITECTURES,
     CLASSIFIERS,
     GELU_APPROXIMATIONS,
     IMAGENET_MEAN,
@@ -47,6 +48,7 @@ from vitlab.configs.run import (
 
 __all__ = [
     "ALIASES",
+    "ARCHITECTURES",
     "AUGMENTATIONS",
     "CHANGEABLE_ON_RESUME",
     "CLASSIFIERS",

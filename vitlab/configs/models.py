@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from vitlab.configs.checks import check_range, check_types
 
+ARCHITECTURES = ("vit", "resnet")  # a Vision Transformer, or the CIFAR ResNet it is compared with (vitlab.cnn)
 CLASSIFIERS = ("token", "gap")
 GELU_APPROXIMATIONS = ("none", "tanh")  # torch.nn.GELU(approximate=...): exact erf, or Google's tanh form
 # ImageNet's per-channel pixel statistics (RGB, pixels in [0, 1]): the input normalisation of
@@ -18,7 +19,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ModelConfig:
-    """Everything that fixes a ViT's shape; a preset is one of these with a name."""
+    """Everything that fixes a ViT's shape; a preset is one of these with a name.
+
+    `architecture="resnet"` describes the CNN of the comparison instead (`vitlab.cnn.CifarResNet`): there
+    `hidden_size` is the first stage's width and `num_layers` the basic blocks per stage; patch, attention and
+    MLP fields are unused.
+    """
 
     img_size: int = 224  # input height = width in pixels; must be a multiple of patch_size
     patch_size: int = 16  # P: each P x P patch becomes one token (16 -> "ViT-B_16")
@@ -41,6 +47,7 @@ class ModelConfig:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (0.5, 0.5, 0.5) for both = Google's [-1, 1]
     layer_scale_init: float | None = None  # LayerScale (DINOv2): per-channel gammas on each residual branch, from this
     num_register_tokens: int = 0  # DINOv2's "_reg" models: 4 learned tokens after CLS, without positions
+    architecture: str = "vit"  # "vit", or "resnet": the CNN of the comparison (vitlab.cnn), same config, same trainer
 
     def __post_init__(self):
         check_types(self)
@@ -64,6 +71,8 @@ class ModelConfig:
             setattr(self, name, value)
         if not self.image_std or min(self.image_std) <= 0:
             raise ValueError(f"image_std must hold positive numbers, got {self.image_std}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.gelu_approximate not in GELU_APPROXIMATIONS:
             raise ValueError(
                 f"unknown gelu_approximate {self.gelu_approximate!r}: choose one of {', '.join(GELU_APPROXIMATIONS)}"
@@ -146,6 +155,20 @@ PRESETS: dict[str, ModelConfig] = {
         for size, width, depth, heads in (("s", 384, 12, 6), ("b", 768, 12, 12), ("l", 1024, 24, 16))
         for reg in ("", "_reg")
     },
+    # The CNN a ViT from scratch is compared with (vitlab.cnn): ResNet-20 of He et al. (2016) for 32 x 32
+    # images, 16/32/64 channels, 3 basic blocks per stage, 0.27 M parameters, close to the small ViT's 0.55 M.
+    "ResNet-20": ModelConfig(
+        architecture="resnet",
+        img_size=32,
+        patch_size=1,
+        hidden_size=16,
+        num_layers=3,
+        num_heads=1,
+        mlp_dim=1,
+        num_classes=10,
+        class_token=False,
+        classifier="gap",
+    ),  # fmt: skip
     # A few thousand parameters: for tests and the notebooks' smoke mode.
     "ViT-Test": ModelConfig(
         img_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, num_classes=10

@@ -17,6 +17,7 @@ DATASET_NAMES = ("cifar10", "cifar100", "synthetic", "folder")
 DECAY_TYPES = ("cosine", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+INITS = ("pretrained", "random")  # where a run's weights start: pretrained_dir's, or random ones (the control)
 # The augmentation recipes: each name and the steps of its training transform, in order. vitlab.data builds
 # the steps with torchvision on PIL images (PIL_STEPS); vitlab.augment does the recipes it has a version of on
 # the device (DEVICE_VERSIONS, keyed by these steps). Evaluation only resizes, whatever the recipe.
@@ -56,6 +57,7 @@ class VITConfig:
     dataset: str = "cifar10"  # "cifar10", "cifar100", "synthetic" (offline coloured shapes) or "folder" (data_dir)
     model_type: str = "ViT-B_16"  # a preset or alias of vitlab.list_models()
     pretrained_dir: str | None = None  # Google .npz checkpoint to start from; None trains from scratch
+    init: str = "pretrained"  # "pretrained": start from pretrained_dir; "random": the same model from random weights
     save_dir: str = "./Model/"  # checkpoints go to save_dir/<run name>/{best,last}.pt
     name: str | None = None  # the run's folder in save_dir and log_dir; None: experiment, model, data, time
     record_algo: str = "vit"  # the experiment ("finetune", "scratch", ...): first part of the automatic run name
@@ -84,6 +86,9 @@ class VITConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 helps small ViTs trained from scratch)
     augment: str = "finetune"  # "finetune" (inception crop + flip), "strong" (crop + flip + TrivialAugment), ...
     val_split: float = 0.02  # fraction of the training set held out for model selection (Google's 2%)
+    train_fraction: float = (
+        1.0  # train on this seeded, class-balanced share of the rest; the held-out part is unchanged
+    )
     num_workers: int = 2  # DataLoader worker processes; 0 loads in the main process
     data_dir: str = "./data"  # where CIFAR is found or downloaded to; for "folder": class folders, or train/ + val/
     crop_pct: float = 1.0  # "folder" evaluation: shorter side to img_size / crop_pct, centre crop (ImageNet: 0.875)
@@ -111,10 +116,11 @@ class VITConfig:
         check_range(self, "ddp_timeout", low=1)
         for name in ("mixup_alpha", "cutmix_alpha"):  # 0 turns it off
             check_range(self, name, low=0)
-        if not 0.0 < self.crop_pct <= 1.0:
-            raise ConfigError(f"VITConfig.crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        for name in ("crop_pct", "train_fraction"):  # shares of an image or of the training images
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"VITConfig.{name} must be in (0, 1], got {getattr(self, name)!r}")
         for name, valid in (("decay_type", DECAY_TYPES), ("optimizer", OPTIMIZERS), ("precision", PRECISIONS),
-                            ("augment", AUGMENTATIONS), ("dataset", DATASET_NAMES)):  # fmt: skip
+                            ("augment", AUGMENTATIONS), ("dataset", DATASET_NAMES), ("init", INITS)):  # fmt: skip
             check_choice(self, name, valid)
         check_model_overrides(self.model_overrides, self.img_size)
         check_run_name(self.run_name)
@@ -132,15 +138,17 @@ class VITConfig:
         return "_".join(part for part in parts if part).replace("/", "-")
 
     @property
+    def weights_file(self) -> str | None:  # the checkpoint the model starts from: None with init="random"
+        return self.pretrained_dir if self.init == "pretrained" and self.pretrained_dir else None
+
+    @property
     def fields_set(self) -> frozenset[str]:
-        """The fields the user set: given to the constructor, in a config file, on the command line, to `replace`
-        or as overrides of `get_experiment`; not an experiment's own values nor what vitlab derived (`derive`).
-        A resumed run compares only these with its saved config."""
+        """The fields the user set (constructor, config file, command line, `replace`, `get_experiment`'s overrides),
+        not a recipe's values nor derived ones (`derive`): a resumed run compares only these with its own."""
         return self.__dict__["_fields_set"]
 
     def derive(self, **values) -> VITConfig:
-        """A copy with fields that vitlab worked out (a scaled warm-up, a recipe's values) changed, but not counted
-        as set by the user: a resumed run never compares them with the run's own."""
+        """A copy with values vitlab worked out (a recipe's, a scaled warm-up), not counted as set by the user."""
         new = self.replace(**values)
         new.__dict__["_fields_set"] = self.fields_set
         return new

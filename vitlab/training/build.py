@@ -63,7 +63,7 @@ def checked_micro_batch_size(cfg: VITConfig, world_size: int = 1) -> int:
 
 # --- model and data -------------------------------------------------------------------------------
 def build_model(cfg: VITConfig, num_classes: int) -> tuple[torch.nn.Module, str | None]:
-    """`create_model(cfg.model_type, ...)` with `cfg.model_overrides`, then `cfg.pretrained_dir` when set:
+    """`create_model(cfg.model_type, ...)` with `cfg.model_overrides`, then `cfg.weights_file` when set:
     (model, what loading the weights did, or None)."""
 
     wanted = cfg.model_overrides.get("num_classes", num_classes)
@@ -74,8 +74,8 @@ def build_model(cfg: VITConfig, num_classes: int) -> tuple[torch.nn.Module, str 
         )
     overrides = {k: v for k, v in cfg.model_overrides.items() if k not in ("num_classes", "img_size")}
     model = create_model(cfg.model_type, num_classes=num_classes, img_size=cfg.img_size, **overrides)
-    if cfg.pretrained_dir:
-        path = Path(cfg.pretrained_dir)
+    if cfg.weights_file:  # not with init="random": the same architecture from random weights, the control
+        path = Path(cfg.weights_file)
         if not path.is_file() and known_checkpoint(path.name) is None:
             raise FileNotFoundError(
                 f"pretrained checkpoint {path} does not exist: {how_to_get(path)}; "
@@ -129,6 +129,11 @@ def build_data(cfg: VITConfig, train_set, val_set, test_set, model) -> tuple:
         from vitlab.data import build_datasets
 
         return build_datasets(cfg)
+    if cfg.train_fraction < 1:
+        raise ValueError(
+            f"train_fraction {cfg.train_fraction:g} is for the datasets vitlab builds (dataset={cfg.dataset!r}): "
+            "a train_set given to train() is used whole; pass the subset to train on, or leave train_fraction at 1"
+        )
     return train_set, val_set, test_set, class_names_of(cfg, train_set, model)
 
 

@@ -101,7 +101,7 @@ def check_inputs(cfg: VITConfig, checkpoint: bool = True, data: bool = True) -> 
     caller gives the model or the datasets, nor the checkpoint when a run resumes).
     """
     missing = [
-        missing_checkpoint(cfg.pretrained_dir) if checkpoint and cfg.pretrained_dir else None,
+        missing_checkpoint(cfg.weights_file) if checkpoint and cfg.weights_file else None,
         missing_data(cfg) if data else None,
     ]
     offline = "offline, the smoke experiment runs on synthetic data: --config smoke, or SMOKE = True in a notebook"

@@ -168,7 +168,7 @@ def log_samples(
 # and the metrics it shows beside them: scalars of the run, so the table fills in as the run goes.
 HPARAM_FIELDS = (
     "model_type", "dataset", "img_size", "train_batch_size", "optimizer", "learning_rate", "weight_decay",
-    "warmup_steps", "num_steps", "augment", "label_smoothing",
+    "warmup_steps", "num_steps", "augment", "label_smoothing", "train_fraction",
 )  # fmt: skip
 HPARAM_METRICS = {"val/best_accuracy": "best val accuracy", "test/top1": "test top-1", "test/top5": "test top-5"}
 # TensorBoard ticks the first five hyperparameters for display, those marked as differing between runs first:
@@ -176,10 +176,12 @@ HPARAM_METRICS = {"val/best_accuracy": "best val accuracy", "test/top1": "test t
 HPARAMS_SHOWN_FIRST = ("model_type", "dataset", "pretrained", "learning_rate", "num_steps")
 
 
-def run_hparams(cfg: VITConfig, precision: str) -> dict:
-    """The run's distinguishing hyperparameters with their own types (str, int, float, bool)."""
+def run_hparams(cfg: VITConfig, precision: str, images: dict | None = None) -> dict:
+    """The run's distinguishing hyperparameters with their own types (str, int, float, bool); `images`: how many
+    it trains on and holds out ({"train_images": 419, "val_images": 466})."""
     values = {name: getattr(cfg, name) for name in HPARAM_FIELDS}
-    return {**values, "precision": precision, "pretrained": bool(cfg.pretrained_dir)}
+    init = "pretrained" if cfg.weights_file else "random"
+    return {**values, "precision": precision, "pretrained": bool(cfg.weights_file), "init": init, **(images or {})}
 
 
 # TensorBoard keeps the first hyperparameters it reads for a run, from its files in name order; a resumed run's

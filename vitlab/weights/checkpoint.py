@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from vitlab.cnn import CifarResNet
 from vitlab.configs import ModelConfig
 from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
@@ -73,7 +74,8 @@ def model_from_state(state: dict, path: str | os.PathLike = "the checkpoint") ->
             "'model_config' expected); for Google's .npz files use vitlab.load_pretrained"
         )
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    model = VisionTransformer(ModelConfig(**{k: v for k, v in state["model_config"].items() if k in fields}))
+    model_cfg = ModelConfig(**{k: v for k, v in state["model_config"].items() if k in fields})
+    model = CifarResNet(model_cfg) if model_cfg.architecture == "resnet" else VisionTransformer(model_cfg)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:  # missing / unexpected keys, or shapes that differ
