@@ -77,3 +77,14 @@ def test_the_cnn_trains_resumes_and_is_evaluated_and_predicted_like_a_vit(tmp_pa
     assert lines[0] == str(image) and lines[1].split()[0] == "1." and lines[1].split()[1] in first["class_names"]
     saved = json.loads((tmp_path / "Model" / "cnn" / "config.json").read_text())
     assert saved["model_type"] == "ResNet-20" and saved["num_steps"] == 6
+
+
+def test_the_vit_figures_say_a_cnn_has_none():
+    from vitlab.visualize import embedding_filters_pca, position_embedding_similarity
+
+    cnn = vitlab.create_model("ResNet-20")
+    with pytest.raises(TypeError, match="a CNN has no position embeddings"):
+        position_embedding_similarity(cnn)
+    with pytest.raises(TypeError, match="a CNN has no patch-embedding filters"):
+        embedding_filters_pca(cnn)
+    assert position_embedding_similarity(vitlab.create_model("ViT-Test")).shape == (4, 4, 4, 4)

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 from test_folders import write_folder
 
 from vitlab import commands, sweep
@@ -36,6 +37,8 @@ def test_the_sweep_writes_a_table_and_a_figure_and_skips_finished_runs(tmp_path,
         ("scratch", 0.5),
     ]
     full, half = rows[0], rows[2]
+    best = torch.load(tmp_path / "Model" / "sweep_cnn_f1" / "best.pt", weights_only=True)
+    assert full["accuracy"] == best["best_accuracy"] and 0 <= full["accuracy"] <= 1  # best.pt's, as a fraction
     assert full["val_images"] == half["val_images"] > 0  # the same held-out photos at every share
     assert half["train_images"] < full["train_images"] and full["parameters"] > 0 and full["flops_per_image"] > 0
     assert full["standard_error"] == pytest.approx(

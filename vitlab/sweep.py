@@ -7,7 +7,7 @@ scratch) at every `--fractions` share of the training part, one `vitlab.train` r
 them on the same held-out photos (`--val_split 0.1 --seed 42` of the folder, whatever the fraction). Each run
 keeps its recipe's number of steps at every fraction, so a smaller share is seen more often, not trained for
 less. One line per run; every finished run is added to `results.json` at once, so a stopped sweep started
-again skips what is done. `results.csv` and `accuracy_vs_photos.png` (log x, one line per approach, error
+again skips what is done and continues the run it was stopped in from that run's last.pt. `results.csv` and `accuracy_vs_photos.png` (log x, one line per approach, error
 bars of one standard error) are rewritten from it after each run.
 
 The controls of the comparison run through the same command at the full share: `--approaches
@@ -66,6 +66,8 @@ def run_config(approach: str, fraction: float, args) -> VITConfig:
     changes.update(save_dir=str(args.save_dir), log_dir=str(args.log_dir), progress=False, seed=args.seed)
     if approach in PRETRAINED or "init" in changes:
         changes["pretrained_dir"] = str(args.pretrained_dir)
+    if (Path(args.save_dir) / changes["name"] / "last.pt").is_file():
+        changes["resume"] = "last"  # a run the sweep was stopped in: it continues where its last.pt is
     return get_experiment(experiment, **changes)
 
 
@@ -87,7 +89,7 @@ def one_run(approach: str, fraction: float, args) -> dict:
     start = time.perf_counter()
     result = train(cfg)
     model = result["model"]
-    accuracy, held_out = result["best_val_accuracy"] / 100, result["val_images"]
+    accuracy, held_out = result["best_val_accuracy"], result["val_images"]  # a fraction of the held-out photos
     return {
         "approach": approach, "label": APPROACHES[approach][0], "fraction": fraction,
         "train_images": result["train_images"], "val_images": held_out, "accuracy": accuracy,

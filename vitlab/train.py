@@ -413,7 +413,7 @@ def say_where(run: Run, writer) -> None:
     start = ""  # where the weights start from, when this run built the model
     if not run.model_given and run.resume_state is None:
         start = f" from {Path(cfg.weights_file).name}" if cfg.weights_file else " from random weights"
-    print(f"run {cfg.run_name}: {cfg.model_type}{count}{start} on {data}, {steps}, {run.device.type}, {run.precision}")
+    print(f"run {cfg.run_name}: {model_name(cfg)}{count}{start} on {data}, {steps}, {run.device.type}, {run.precision}")
     if writer is not None:
         print(f"  TensorBoard: {run.tb_dir}  (tensorboard --logdir {cfg.log_dir})")
     plan = evaluation_plan(cfg, run.start_step, run.val_set is not None)
@@ -437,6 +437,16 @@ def say_where(run: Run, writer) -> None:
     held = f", {counts['val_images']:,} held out for validation" if "val_images" in counts else ""
     print(f"  images: {counts['train_images']:,} to train on{share}{held}")
     sys.stdout.flush()
+
+
+SHAPE_FIELDS = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")  # a preset changed by these is
+# another model than its name says: ViT-CIFAR-3M at width 128 and depth 4 has 0.55 M parameters, not 2.7 M
+
+
+def model_name(cfg: VITConfig) -> str:
+    """The preset's name, and the shape fields that model_overrides changed in it."""
+    changed = [f"{k} {v}" for k, v in cfg.model_overrides.items() if k in SHAPE_FIELDS]
+    return f"{cfg.model_type} with {', '.join(changed)}" if changed else cfg.model_type
 
 
 def image_counts(run: Run) -> dict:

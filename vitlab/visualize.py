@@ -99,6 +99,12 @@ def show_patches(
     return fig
 
 
+def vit_only(model, what: str, instead: str) -> None:
+    """A TypeError for a model without `what` (the CNN of the comparison), saying what it has instead."""
+    if getattr(getattr(model, "cfg", None), "architecture", "vit") == "resnet" or not hasattr(model, "patch_embed"):
+        raise TypeError(f"a CNN has no {what}: {instead}; this figure is for the ViT models")
+
+
 # --- position embeddings (Figure 7, centre) -------------------------------------------------------
 @torch.no_grad()
 def position_embedding_similarity(model) -> np.ndarray:
@@ -107,6 +113,7 @@ def position_embedding_similarity(model) -> np.ndarray:
     `sim[i, j]` is the (g, g) map of similarities between the patch at row i, column j and all
     patches; the CLS token's embedding is left out.
     """
+    vit_only(model, "position embeddings", "a convolution knows where it is only through its neighbours")
     grid = model.patch_embed.grid_size
     pos = model.pos_embed[0, model.num_prefix_tokens :].float().cpu()  # (N, D)
     if pos.shape[0] != grid * grid:
@@ -326,6 +333,7 @@ def embedding_filters_pca(model, n_components: int = 28) -> tuple[torch.Tensor, 
     Each of the D output channels of the patch projection is a C x P x P filter; PCA over those D
     filters shows the basis the model uses to describe a patch (the paper's Figure 7, left).
     """
+    vit_only(model, "patch-embedding filters", "its first 3x3 convolution's 16 filters are model.stem[0].weight")
     weight = model.patch_embed.proj.weight.detach().float().cpu()  # (D, C, P, P)
     filters = rearrange(weight, "d c p1 p2 -> d (c p1 p2)")  # (D, C*P*P)
     centred = filters - filters.mean(dim=0, keepdim=True)
