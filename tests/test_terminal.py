@@ -304,3 +304,17 @@ def test_the_sample_grid_draws_across_classes(tmp_path):
     assert labels == [0, 1, 2] * 5 + [0] and len(set(chosen)) == 16
     assert chosen != sorted(chosen)  # drawn at random within each class, not the first images
     assert sample_indices(train_set, 16, seed=0) == chosen  # seeded
+
+
+def test_every_run_carries_the_custom_scalars_layout_of_the_comparison(printed_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    _, result, _, _ = printed_run
+    events = EventAccumulator(result["run_dir"], size_guidance={"tensors": 0})
+    events.Reload()
+    stored = events.Tensors(metadata.CONFIG_SUMMARY_TAG)[0].tensor_proto.string_val[0]
+    layout = layout_pb2.Layout.FromString(stored)
+    charts = {chart.title: list(chart.multiline.tag) for chart in layout.category[0].chart}
+    assert layout.category[0].title == "every run side by side"
+    assert charts["val/accuracy"] == [r"^val/accuracy$"] and "train/lr" in charts

@@ -7,8 +7,9 @@ scratch) at every `--fractions` share of the training part, one `vitlab.train` r
 them on the same held-out photos (`--val_split 0.1 --seed 42` of the folder, whatever the fraction). Each run
 keeps its recipe's number of steps at every fraction, so a smaller share is seen more often, not trained for
 less. One line per run; every finished run is added to `results.json` at once, so a stopped sweep started
-again skips what is done and continues the run it was stopped in from that run's last.pt. `results.csv` and `accuracy_vs_photos.png` (log x, one line per approach, error
-bars of one standard error) are rewritten from it after each run.
+again skips what is done and continues the run it was stopped in from that run's last.pt. `results.csv` and
+`accuracy_vs_photos.png` (log x, one line per approach, error bars of one standard error) are rewritten from
+it after each run.
 
 The controls of the comparison run through the same command at the full share: `--approaches
 finetune_random vits14_scratch --fractions 1` (the fine-tuning recipe on random weights, and the same

@@ -213,11 +213,30 @@ def log_hparams(writer, hparams: dict, run_name: str) -> None:
     if getattr(writer, "stopped", False):
         return
     try:
-        write_first_events(Path(writer.log_dir), [config, hp.hparams_pb(hparams, trial_id=run_name)])
+        summaries = [config, hp.hparams_pb(hparams, trial_id=run_name), comparison_layout()]
+        write_first_events(Path(writer.log_dir), summaries)
     except OSError as error:
         if not isinstance(writer, GuardedWriter):
             raise
         writer.stop(error)  # one warning; the run goes on without TensorBoard
+
+
+# TensorBoard's Custom Scalars tab: one chart per tag with every run's curve in it, the comparison on one screen.
+# Each run carries the same layout (TensorBoard merges them, skipping duplicates), so any set of runs shows it.
+COMPARISON_LAYOUT = {
+    "every run side by side": {
+        "val/accuracy": ["Multiline", [r"^val/accuracy$"]],
+        "train/loss": ["Multiline", [r"^train/loss$"]],
+        "train/lr": ["Multiline", [r"^train/lr"]],
+    }
+}
+
+
+def comparison_layout():
+    """COMPARISON_LAYOUT as the summary TensorBoard's Custom Scalars tab reads."""
+    from torch.utils.tensorboard.summary import custom_scalars
+
+    return custom_scalars(COMPARISON_LAYOUT)
 
 
 def write_first_events(log_dir: Path, summaries: list) -> None:
