@@ -7,8 +7,8 @@ runs all seven notebooks in order (or those named, e.g. `04 05`) with a Jupyter 
 person would, and writes each one back with its outputs and, at the end of its first cell, a paragraph saying
 what produced them: the date, the machine, the data, the weights and the notebook's wall time. The notebooks
 take their paths from the environment (VITLAB_PHOTOS, VITLAB_DINOV2); TensorBoard is not started
-(VITLAB_TENSORBOARD=0). Notebook 4 and 5 write their runs to TB_log/ and Model/, where 6 and 7 find them, so
-run 04-07 together. A notebook that fails is not written, and the command exits with status 1.
+(VITLAB_TENSORBOARD=0). Notebook 4 and 5 write their runs to TB_log/ and Model/, where 7 finds them, so
+run 04-07 together; 6 reads the table and the runs of `python -m vitlab.sweep`. A notebook that fails is not written, and the command exits with status 1.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from nbclient.exceptions import CellExecutionError
 NOTEBOOKS = Path(__file__).resolve().parent
 ROOT = NOTEBOOKS.parent
 PROVENANCE = "**The outputs below**"  # the paragraph this script writes at the end of each notebook's first cell
-# What each notebook reads besides the package: the photo folder, the DINOv2 weights, the runs of 4 and 5.
+# What each notebook reads besides the package: the photo folder, the DINOv2 weights, the runs of 4 and 5, the sweep's.
 USES = {
     "01": (),
     "02": ("weights",),
     "03": (),
     "04": ("photos",),
     "05": ("photos", "weights"),
-    "06": ("runs",),
+    "06": ("sweep",),
     "07": ("photos", "weights", "runs"),
 }
 
@@ -121,6 +121,11 @@ def provenance(uses, started: datetime.datetime, minutes: float, args, where: st
         parts.append(f"Weights: {describe_weights(Path(args.dinov2), args.weights_note)}.")
     if "runs" in uses:
         parts.append("Runs: the newest of notebooks 4 and 5 in `Model/` and `TB_log/` (named below).")
+    if "sweep" in uses:
+        parts.append(
+            "Runs: the table `docs/data_size/results.json` and the runs in `TB_log/` of `python -m vitlab.sweep` "
+            "on the 4,660 real CIFAR-10 photos of `../shared/data/cifar10-train-subset` (commands in the notebook)."
+        )
     return " ".join(parts)
 
 

@@ -113,11 +113,11 @@ def test_compare_runs_without_runs_says_how_to_get_them_in_one_line(tmp_path, mo
     for cell in code_cells(nb):
         cell.outputs, cell.execution_count = [], None
     index = next(i for i, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", []))
-    folders = f'LOG_DIR, SAVE_DIR = "{tmp_path / "TB_log"}", "{tmp_path / "Model"}"  # no runs in either'
+    folders = f'RESULTS, LOG_DIR = "{tmp_path / "results.json"}", "{tmp_path / "TB_log"}"  # no results, no runs'
     nb.cells.insert(index + 1, nbformat.v4.new_code_cell(folders))  # as papermill injects parameters
     execute(nb)
     lines = [line for line in printed(nb).splitlines() if "No runs to compare" in line]
-    assert len(lines) == 1 and "notebook 4" in lines[0] and "notebook 5" in lines[0]
+    assert len(lines) == 1 and "python -m vitlab.sweep" in lines[0] and "notebook 4" in lines[0]
     assert not figures(nb)
 
 

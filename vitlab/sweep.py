@@ -62,7 +62,7 @@ def run_config(approach: str, fraction: float, args) -> VITConfig:
         **changes,
         "data_dir": str(args.data_dir),
         "train_fraction": fraction,
-        "name": run_name(approach, fraction),
+        "name": run_name(approach, fraction, args.prefix),
     }
     changes.update(save_dir=str(args.save_dir), log_dir=str(args.log_dir), progress=False, seed=args.seed)
     if approach in PRETRAINED or "init" in changes:
@@ -72,8 +72,8 @@ def run_config(approach: str, fraction: float, args) -> VITConfig:
     return get_experiment(experiment, **changes)
 
 
-def run_name(approach: str, fraction: float) -> str:
-    return f"sweep_{approach}_f{fraction:g}"
+def run_name(approach: str, fraction: float, prefix: str = "sweep") -> str:
+    return f"{prefix}_{approach}_f{fraction:g}"
 
 
 def standard_error(accuracy: float, count: int) -> float:
@@ -111,7 +111,9 @@ def command_line(approach: str, fraction: float, args) -> str:
     for key, value in changes.items():
         text = f"'{json.dumps(value)}'" if isinstance(value, dict) else ("''" if value is None else value)
         flags.append(f"--{key} {text}")
-    return " ".join(["python -m vitlab.train", *flags, f"--name {run_name(approach, fraction)} --progress false"])
+    return " ".join(
+        ["python -m vitlab.train", *flags, f"--name {run_name(approach, fraction, args.prefix)} --progress false"]
+    )
 
 
 def read_results(path: Path) -> list[dict]:
@@ -183,7 +185,7 @@ def sweep(args) -> list[dict]:
         if done is not None:
             print(f"{head}: done before ({100 * done['accuracy']:.2f}%), skipped", flush=True)
             continue
-        print(f"{head}: training ({run_name(approach, fraction)})", flush=True)
+        print(f"{head}: training ({run_name(approach, fraction, args.prefix)})", flush=True)
         row = one_run(approach, fraction, args)
         rows.append(row)
         write_results(out, rows)
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("docs/data_size"), help="results.json, .csv and the figure")
     parser.add_argument("--save_dir", type=Path, default=Path("Model"))
     parser.add_argument("--log_dir", type=Path, default=Path("TB_log"))
+    parser.add_argument("--prefix", default="sweep", help="the runs' names: PREFIX_<approach>_f<fraction>")
     parser.add_argument("--seed", type=int, default=42, help="the held-out split, the subsets and the runs")
     return parser
 
