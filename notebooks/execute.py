@@ -8,7 +8,8 @@ person would, and writes each one back with its outputs and, at the end of its f
 what produced them: the date, the machine, the data, the weights and the notebook's wall time. The notebooks
 take their paths from the environment (VITLAB_PHOTOS, VITLAB_DINOV2); TensorBoard is not started
 (VITLAB_TENSORBOARD=0). Notebook 4 and 5 write their runs to TB_log/ and Model/, where 7 finds them, so
-run 04-07 together; 6 reads the table and the runs of `python -m vitlab.sweep`. A notebook that fails is not written, and the command exits with status 1.
+run 04-07 together; 6 reads the table and the runs of `python -m vitlab.sweep`. A notebook that fails is not
+written, and the command exits with status 1.
 """
 
 from __future__ import annotations
