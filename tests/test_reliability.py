@@ -389,3 +389,27 @@ def test_the_first_command_repeated_with_resume_continues_for_the_recipes_from_s
     assert commands.run(main, first) == 0
     assert commands.run(main, [*first, "--num_steps", "8", "--resume"]) == 0, capsys.readouterr().err
     assert load_checkpoint(tmp_path / "Model" / "r" / "last.pt")["step"] == 8
+
+
+def test_train_puts_back_the_hooks_and_settings_of_the_process(tmp_path, synthetic_cifar):
+    """A notebook that called train() once reports later thread errors through its own hook, not vitlab's."""
+    import threading
+    import warnings
+
+    def mine(args):
+        return None
+
+    before_hook, before_threads = threading.excepthook, torch.get_num_threads()
+    before_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threading.excepthook = mine
+    try:
+        filters = list(warnings.filters)
+        train(_cfg(tmp_path, synthetic_cifar, num_steps=2, name="ok"))  # with TensorBoard: it installs a hook
+        assert threading.excepthook is mine and list(warnings.filters) == filters
+        assert {s: signal.getsignal(s) for s in before_signals} == before_signals
+        assert torch.get_num_threads() == before_threads and not torch.are_deterministic_algorithms_enabled()
+        with pytest.raises(FileExistsError):
+            train(_cfg(tmp_path, synthetic_cifar, num_steps=2, name="ok"))  # refused: the folder holds a run
+        assert threading.excepthook is mine
+    finally:
+        threading.excepthook = before_hook

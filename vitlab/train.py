@@ -22,8 +22,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -135,6 +138,35 @@ def train(
     KeyboardInterrupt); a NaN or infinite loss raises `NonFiniteLossError` (a ValueError) and keeps the
     last checkpoint.
     """
+    with process_state_kept():
+        return _train(cfg, train_set, val_set, test_set, model, notes)
+
+
+@contextlib.contextmanager
+def process_state_kept():
+    """Whatever training changes in the process (the thread excepthook TensorBoard's writer needs, the signal
+    handlers of Ctrl-C and SIGTERM, torch's thread count and determinism, warning filters) is put back when
+    `train` returns or raises: a notebook that trained once behaves as before."""
+    hook, threads, deterministic = (
+        threading.excepthook,
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+    )
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with warnings.catch_warnings():  # restores the filters on the way out
+        try:
+            yield
+        finally:
+            threading.excepthook = hook
+            if threading.current_thread() is threading.main_thread():
+                for number, handler in handlers.items():
+                    signal.signal(number, handler)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(cfg: VITConfig, train_set, val_set, test_set, model, notes) -> dict:
     processes = setup_distributed(cfg)
     try:
         run = setup_run(cfg, processes, train_set, val_set, test_set, model, notes)
