@@ -446,3 +446,19 @@ def test_a_torchrun_job_waits_ddp_timeout_for_a_hung_process(monkeypatch):
     assert seen == {"backend": "gloo", "timeout": __import__("datetime").timedelta(seconds=90)}
     with pytest.raises(ValueError, match="VITConfig.ddp_timeout must be >= 1, got 0"):
         VITConfig(ddp_timeout=0)
+
+
+@pytest.mark.parametrize("flag", ["--log_dir", "--output_dir"])
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(tmp_path, flag, capsys, monkeypatch):
+    from vitlab import commands
+    from vitlab.train import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file")
+    argv = ["--config", "smoke", "--name", "r", flag, "taken", "--progress", "false"]
+    assert commands.run(main, argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {flag} taken is a file, not a folder: give a folder (it is made when missing) or move the "
+                   "file away; nothing was written"]  # fmt: skip
+    assert not (tmp_path / "Model" / "r").exists() and not (tmp_path / "TB_log" / "r").exists()
+    assert not (tmp_path / "data").exists()  # refused before the synthetic data were written

@@ -100,12 +100,29 @@ def check_inputs(cfg: VITConfig, checkpoint: bool = True, data: bool = True) -> 
     it; nothing has been written yet. `checkpoint`/`data`: whether the run reads them (not when the
     caller gives the model or the datasets, nor the checkpoint when a run resumes).
     """
+    check_output_folders(cfg)
     missing = [
         missing_checkpoint(cfg.weights_file) if checkpoint and cfg.weights_file else None,
         missing_data(cfg) if data else None,
     ]
     offline = "offline, the smoke experiment runs on synthetic data: --config smoke, or SMOKE = True in a notebook"
     report_missing(missing, "this run", f"Nothing was written ({offline})")
+
+
+def check_output_folders(cfg: VITConfig) -> None:
+    """The run's folders can be made: neither `save_dir` nor (with TensorBoard) `log_dir` is, or lies in, a file.
+
+    Checked before any data is read or model built, so a bad path costs nothing and creates nothing.
+    """
+    for flag, folder, used in (("--log_dir", cfg.log_dir, cfg.TB_log), ("--output_dir", cfg.save_dir, True)):
+        path = Path(folder)
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if used and blocker is not None:
+            where = "" if blocker == path else f" ({blocker} is)"
+            raise NotADirectoryError(
+                f"{flag} {folder} is a file, not a folder{where}: give a folder (it is made when missing) or move "
+                "the file away; nothing was written"
+            )
 
 
 def report_missing(missing: list[Missing | None], needer: str = "this command", ending: str = "") -> None:
