@@ -88,3 +88,17 @@ def test_the_vit_figures_say_a_cnn_has_none():
     with pytest.raises(TypeError, match="a CNN has no patch-embedding filters"):
         embedding_filters_pca(cnn)
     assert position_embedding_similarity(vitlab.create_model("ViT-Test")).shape == (4, 4, 4, 4)
+
+
+def test_predict_refuses_a_model_type_that_disagrees_with_the_runs_checkpoint(tmp_path, photos, capsys):
+    from vitlab import commands
+    from vitlab.predict import main as predict_main
+
+    train(_cnn(tmp_path, photos, num_steps=2))
+    image, best = next(iter(sorted(photos.glob("*/*.png")))), tmp_path / "Model" / "cnn" / "best.pt"
+    assert commands.run(predict_main, [str(image), "--checkpoint", str(best), "--model_type", "ViT-B_16"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and err[0].startswith("error: --model_type ViT-B_16 disagrees with") and "ResNet-20 run" in err[0]
+    )
+    assert commands.run(predict_main, [str(image), "--checkpoint", str(best), "--model_type", "ResNet-20"]) == 0

@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = commands.ArgumentParser(prog="python -m vitlab.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files (any format PIL reads) or folders of them")
-    parser.add_argument("--model_type", default="ViT-B_16", help="preset name (see vitlab.list_models())")
+    parser.add_argument("--model_type", help="preset name of published weights (see vitlab.list_models(); default "
+                        "ViT-B_16); a run's checkpoint records its own")  # fmt: skip
     parser.add_argument(
         "--checkpoint", required=True, help="a vitlab run checkpoint (.pt), Google's .npz or a state dict (.pth, ...)"
     )
@@ -245,12 +246,20 @@ def _main(argv: list[str] | None) -> int:
 def _load(args) -> tuple[VisionTransformer, list[str] | None]:
     checkpoint = Path(args.checkpoint)
     if checkpoint.suffix.lower() in WEIGHT_SUFFIXES:
-        model = model_from_weights(args.model_type, checkpoint, args.num_classes, args.img_size)
+        model = model_from_weights(args.model_type or "ViT-B_16", checkpoint, args.num_classes, args.img_size)
         class_names = None if args.labels else default_class_names(model)
     else:
-        from vitlab.weights.checkpoint import model_from_checkpoint
+        from vitlab.configs import resolve_model_name
+        from vitlab.weights.checkpoint import load_checkpoint, model_from_state
 
-        model, class_names = model_from_checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint)
+        model, class_names = model_from_state(state, checkpoint), state.get("class_names")
+        recorded = (state.get("config") or {}).get("model_type")
+        if args.model_type and recorded and resolve_model_name(args.model_type) != resolve_model_name(recorded):
+            raise ValueError(
+                f"--model_type {args.model_type} disagrees with {checkpoint}, the checkpoint of a {recorded} run: "
+                "leave --model_type out (a run's checkpoint records its model) or give a checkpoint of that model"
+            )
     if args.labels:
         class_names = read_labels(args.labels)
     return model, class_names
