@@ -106,7 +106,8 @@ class VITConfig:
         for name in ("img_size", "train_batch_size", "eval_batch_size", "eval_every", "num_steps",
                      "gradient_accumulation_steps", "log_every"):  # fmt: skip
             check_range(self, name, low=1)
-        for name in ("warmup_steps", "num_workers", "learning_rate", "weight_decay", "max_grad_norm"):
+        for name in ("warmup_steps", "num_workers", "learning_rate", "weight_decay", "max_grad_norm", "mixup_alpha",
+                     "cutmix_alpha"):  # fmt: skip
             check_range(self, name, low=0)
         if self.head_learning_rate is not None:
             check_range(self, "head_learning_rate", low=0)
@@ -114,8 +115,6 @@ class VITConfig:
             check_range(self, name, low=0, high=1)
         check_range(self, "local_rank", low=-1)
         check_range(self, "ddp_timeout", low=1)
-        for name in ("mixup_alpha", "cutmix_alpha"):  # 0 turns it off
-            check_range(self, name, low=0)
         for name in ("crop_pct", "train_fraction"):  # shares of an image or of the training images
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(f"VITConfig.{name} must be in (0, 1], got {getattr(self, name)!r}")
@@ -143,8 +142,7 @@ class VITConfig:
 
     @property
     def fields_set(self) -> frozenset[str]:
-        """The fields the user set (constructor, config file, command line, `replace`, `get_experiment`'s overrides),
-        not a recipe's values nor derived ones (`derive`): a resumed run compares only these with its own."""
+        """The fields the user set, not a recipe's nor derived ones (`derive`): what a resumed run compares."""
         return self.__dict__["_fields_set"]
 
     def derive(self, **values) -> VITConfig:
