@@ -404,12 +404,16 @@ def test_train_puts_back_the_hooks_and_settings_of_the_process(tmp_path, synthet
     threading.excepthook = mine
     try:
         filters = list(warnings.filters)
-        train(_cfg(tmp_path, synthetic_cifar, num_steps=2, name="ok"))  # with TensorBoard: it installs a hook
+        train(
+            _cfg(tmp_path, synthetic_cifar, num_steps=2, warmup_steps=1, name="ok")
+        )  # with TensorBoard: it installs a hook
         assert threading.excepthook is mine and list(warnings.filters) == filters
         assert {s: signal.getsignal(s) for s in before_signals} == before_signals
         assert torch.get_num_threads() == before_threads and not torch.are_deterministic_algorithms_enabled()
         with pytest.raises(FileExistsError):
-            train(_cfg(tmp_path, synthetic_cifar, num_steps=2, name="ok"))  # refused: the folder holds a run
+            train(
+                _cfg(tmp_path, synthetic_cifar, num_steps=2, warmup_steps=1, name="ok")
+            )  # refused: the folder holds a run
         assert threading.excepthook is mine
     finally:
         threading.excepthook = before_hook

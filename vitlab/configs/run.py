@@ -86,9 +86,7 @@ class VITConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 helps small ViTs trained from scratch)
     augment: str = "finetune"  # "finetune" (inception crop + flip), "strong" (crop + flip + TrivialAugment), ...
     val_split: float = 0.02  # fraction of the training set held out for model selection (Google's 2%)
-    train_fraction: float = (
-        1.0  # train on this seeded, class-balanced share of the rest; the held-out part is unchanged
-    )
+    train_fraction: float = 1.0  # train on this seeded, class-balanced share; the held-out images stay the same
     num_workers: int = 2  # DataLoader worker processes; 0 loads in the main process
     data_dir: str = "./data"  # where CIFAR is found or downloaded to; for "folder": class folders, or train/ + val/
     crop_pct: float = 1.0  # "folder" evaluation: shorter side to img_size / crop_pct, centre crop (ImageNet: 0.875)
