@@ -97,17 +97,11 @@ def test_a_linear_probe_reads_each_image_once(tmp_path):
 
 def test_transfer_runs_from_a_dinov2_file_on_an_image_folder(tmp_path):
     """The command line: a (small) DINOv2 backbone in Meta's layout, a folder of photos, the transfer recipe."""
-    small = dict(hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
-    backbone = vitlab.create_model("dinov2_vits14", num_classes=0, img_size=42, **small)
-    state = {k.replace("encoder.blocks.", "blocks.").replace("encoder.norm.", "norm."): v
-             for k, v in backbone.state_dict().items()}  # fmt: skip
-    state = {k.replace(".to_qkv.", ".qkv.").replace(".to_out.", ".proj."): v for k, v in state.items()}
-    state["mask_token"] = torch.zeros(1, 32)
-    torch.save(state, tmp_path / "dinov2_vits14_pretrain.pth")
+    weights, small, _ = _small_dinov2_file(tmp_path, mask_token=True)
     folder = write_folder(tmp_path / "photos", per_class=6)
     command = [
         sys.executable, "-m", "vitlab.train", "--config", "transfer", "--pretrained_dir",
-        str(tmp_path / "dinov2_vits14_pretrain.pth"), "--data_dir", str(folder), "--num_steps", "4",
+        str(weights), "--data_dir", str(folder), "--num_steps", "4",
         "--warmup_steps", "1", "--img_size", "42", "--train_batch_size", "8", "--model_overrides", json.dumps(small),
         "--save_dir", str(tmp_path / "Model"), "--log_dir", str(tmp_path / "TB"), "--name", "t", "--progress", "false",
     ]  # fmt: skip
@@ -128,13 +122,15 @@ def test_transfer_runs_from_a_dinov2_file_on_an_image_folder(tmp_path):
     assert image_normalization(saved) == (vitlab.configs.IMAGENET_MEAN, vitlab.configs.IMAGENET_STD)
 
 
-def _small_dinov2_file(tmp_path):
-    """A small DINOv2 backbone in Meta's layout (what the transfer recipe reads), and the width it has."""
+def _small_dinov2_file(tmp_path, mask_token=False):
+    """A small DINOv2 backbone in Meta's layout (what the transfer recipe reads): (file, its shape, the model)."""
     small = dict(hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
     backbone = vitlab.create_model("dinov2_vits14", num_classes=0, img_size=42, **small)
     state = {k.replace("encoder.blocks.", "blocks.").replace("encoder.norm.", "norm."): v
              for k, v in backbone.state_dict().items()}  # fmt: skip
     state = {k.replace(".to_qkv.", ".qkv.").replace(".to_out.", ".proj."): v for k, v in state.items()}
+    if mask_token:  # Meta's files carry it; the loader skips it
+        state["mask_token"] = torch.zeros(1, 32)
     torch.save(state, tmp_path / "dinov2_vits14_pretrain.pth")
     return tmp_path / "dinov2_vits14_pretrain.pth", small, backbone
 

@@ -226,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--fractions must each be in (0, 1], got {bad[0]:g}: e.g. --fractions 1 0.5 0.25 0.1")
     if not args.data_dir.is_dir():
         raise FileNotFoundError(f"--data_dir {args.data_dir} is not a folder of class folders")
-    wanted = set(args.approaches) & ({*PRETRAINED, "finetune_random", "vits14_scratch"})
-    if wanted & set(PRETRAINED) and not args.pretrained_dir.is_file():
+    if set(args.approaches) & set(PRETRAINED) and not args.pretrained_dir.is_file():
         raise FileNotFoundError(
             f"--pretrained_dir {args.pretrained_dir} does not exist: the probe and the fine-tuning need the DINOv2 "
             "ViT-S/14 weights (Pretrained/README.md says how to get them), or leave them out with --approaches"
