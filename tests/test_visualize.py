@@ -17,6 +17,7 @@ import vitlab
 from vitlab.visualize import (
     attention_rollout,
     confusion_matrix,
+    describe_confusion,
     embedding_filters_pca,
     mean_attention_distance,
     plot_attention_distance,
@@ -95,7 +96,8 @@ def test_rollout_of_a_real_model_gives_a_cls_map_per_image():
     np.testing.assert_allclose(grid[1].ravel(), rollout[1, 0, 1:].numpy())
     assert rollout_to_grid(rollout[0], 4).shape == (4, 4)
     fig = plot_rollout(images, grid, titles=["a", "b", "c"])
-    assert len(fig.axes) == 6
+    assert len(fig.axes) == 7  # two rows of three and the colour bar
+    assert len(plot_rollout(images, grid, colorbar=False).axes) == 6
 
 
 # --- mean attention distance ----------------------------------------------------------------------
@@ -256,6 +258,9 @@ def test_confusion_matrix_matches_a_hand_count():
         confusion_matrix([0, 3], [0, 1], num_classes=3)
     with pytest.raises(ValueError, match="entries"):
         confusion_matrix([0, 1], [0], num_classes=3)
+    lines = describe_confusion(matrix, ["cat", "dog", "ship"], pairs=2).splitlines()
+    assert lines[0] == "right per class: dog 67%, ship 67%, cat 50%"  # ties keep the class order
+    assert lines[1] == "most confused pairs (both ways): cat/dog 1, cat/ship 1"  # dog/ship also 1: the top two kept
 
 
 def test_show_misclassified_titles_true_and_predicted():

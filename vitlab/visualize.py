@@ -230,8 +230,13 @@ def plot_rollout(
     alpha: float = 0.6,
     title: str | None = None,
     value_range: tuple[float, float] | None = None,
+    colorbar: bool = True,
 ) -> plt.Figure:
-    """Each image above itself overlaid with its rollout mask, upsampled to the image size."""
+    """Each image above itself overlaid with its rollout mask, upsampled to the image size.
+
+    Each mask is scaled to its own largest value, so colours compare patches within one image, not
+    across images; `colorbar` draws that scale beside the overlays.
+    """
     masks = np.asarray(masks)
     masks = masks[None] if masks.ndim == 2 else masks
     images = [images] if len(masks) == 1 and _is_single_image(images) else list(images)
@@ -253,6 +258,9 @@ def plot_rollout(
     if title:
         fig.suptitle(title, fontsize=12)
     fig.tight_layout()
+    if colorbar:
+        scale = plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="jet")
+        fig.colorbar(scale, ax=axes[1].tolist(), fraction=0.03, pad=0.02, label="of the image's largest")
     return fig
 
 
@@ -467,6 +475,24 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str] | None 
     ax.set_title(f"accuracy {accuracy:.1%}")
     fig.tight_layout()
     return fig
+
+
+def describe_confusion(matrix: np.ndarray, class_names: Sequence[str], pairs: int = 4) -> str:
+    """Two lines: each class's share of right answers, best first, and the pairs of classes most often confused.
+
+    A pair counts both directions (cat taken for dog and dog for cat), the cells on either side of the diagonal.
+    """
+    matrix = np.asarray(matrix)
+    right = matrix.diagonal() / matrix.sum(axis=1).clip(min=1)
+    ranked = sorted(range(len(right)), key=lambda i: -right[i])
+    mixed = sorted(
+        ((int(matrix[a, b] + matrix[b, a]), a, b) for a in range(len(right)) for b in range(a + 1, len(right))),
+        key=lambda pair: -pair[0],
+    )[:pairs]
+    return (
+        "right per class: " + ", ".join(f"{class_names[i]} {right[i]:.0%}" for i in ranked) + "\n"
+        "most confused pairs (both ways): " + ", ".join(f"{class_names[a]}/{class_names[b]} {n}" for n, a, b in mixed)
+    )
 
 
 def show_misclassified(
