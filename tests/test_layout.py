@@ -75,11 +75,18 @@ def test_subpackages_only_describe_themselves():
 
 
 def test_configs_import_only_configs_and_files():
-    # A config is made before anything heavy: no torch, no weights/ (vitlab.files is the standard library only).
+    # A config is made before anything heavy: no torch, no weights/ (vitlab.files and vitlab.errors are the
+    # standard library only).
     graph = import_graph()
     for module, imported in graph.items():
         if module.startswith("vitlab.configs"):
-            assert {name for name in imported if not name.startswith("vitlab.configs.")} <= {"vitlab.files"}, module
+            outside = {name for name in imported if not name.startswith("vitlab.configs.")}
+            assert outside <= {"vitlab.files", "vitlab.errors"}, module
+
+
+def test_errors_import_nothing_of_vitlab():
+    # Every module raises vitlab's own errors, so the module that defines them must sit below all of them.
+    assert import_graph()["vitlab.errors"] == set()
 
 
 def long_definitions(limit: int) -> list[str]:

@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitlab.errors import BadType, BadValue
+
 __all__ = [
     "BatchTrivialAugmentWide",
     "DeviceAugment",
@@ -84,7 +86,7 @@ def sample_crop_boxes(
     The randomness is `uniforms` (B, 40) in [0, 1) when given, else drawn from `generator`.
     """
     if not (0 < scale[0] <= scale[1]) or not (0 < ratio[0] <= ratio[1]):
-        raise ValueError(f"scale {scale} and ratio {ratio} must be increasing pairs of positive numbers")
+        raise BadValue(f"scale {scale} and ratio {ratio} must be increasing pairs of positive numbers")
     if uniforms is None:
         device = generator.device if generator is not None else device
         uniforms = torch.rand(batch_size, ATTEMPTS * 4, generator=generator, device=device)
@@ -150,9 +152,9 @@ def resized_crop(
     Values keep the input's scale (0..255 for uint8). `flip` (B,) bool mirrors the chosen images.
     """
     if images.ndim != 4:
-        raise ValueError(f"expected a batch of images (B, C, H, W), got shape {tuple(images.shape)}")
+        raise BadValue(f"expected a batch of images (B, C, H, W), got shape {tuple(images.shape)}")
     if boxes.shape != (images.shape[0], 4):
-        raise ValueError(f"expected boxes of shape ({images.shape[0]}, 4), got {tuple(boxes.shape)}")
+        raise BadValue(f"expected boxes of shape ({images.shape[0]}, 4), got {tuple(boxes.shape)}")
     height, width = images.shape[-2:]
     boxes = boxes.to(images.device)
     rows = resample_matrices(boxes[:, 0], boxes[:, 2], height, size, antialias)  # (B, S, H)
@@ -180,7 +182,7 @@ def draw_uniforms(
     if uniforms is None:
         return torch.rand(batch_size, count, generator=generator, device=device)
     if tuple(uniforms.shape) != (batch_size, count):
-        raise ValueError(f"expected uniforms of shape ({batch_size}, {count}), got {tuple(uniforms.shape)}")
+        raise BadValue(f"expected uniforms of shape ({batch_size}, {count}), got {tuple(uniforms.shape)}")
     return uniforms.to(device)
 
 
@@ -190,7 +192,7 @@ def _value_range(images: torch.Tensor) -> float:
         return 255.0
     if images.is_floating_point():
         return 1.0
-    raise TypeError(f"expected uint8 or floating-point images, got {images.dtype}")
+    raise BadType(f"expected uint8 or floating-point images, got {images.dtype}")
 
 
 class DeviceAugment(nn.Module):
@@ -334,7 +336,7 @@ class BatchTrivialAugmentWide(nn.Module):
         self, images: torch.Tensor, generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None
     ) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise TypeError(f"expected uint8 RGB images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise BadType(f"expected uint8 RGB images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         u = draw_uniforms(uniforms, images.shape[0], self.num_uniforms, generator, images.device)
         op, magnitude = self.sample(u)
         return self.apply_ops(images, op, magnitude)
@@ -455,7 +457,7 @@ class DevicePadCropAugment(nn.Module):
         self, images: torch.Tensor, generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None
     ) -> torch.Tensor:
         if images.dtype != torch.uint8:
-            raise TypeError(f"expected uint8 images (B, 3, H, W), got {images.dtype}")
+            raise BadType(f"expected uint8 images (B, 3, H, W), got {images.dtype}")
         batch_size, _, height, width = images.shape
         u = draw_uniforms(uniforms, batch_size, self.num_uniforms, generator, images.device)
         x = pad_crop_flip(images, self.padding, u[:, :3])  # (B, 3, H, W) uint8
@@ -533,7 +535,7 @@ def uint8_cifar(dataset) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = dataset.dataset if hasattr(dataset, "dataset") else dataset.base
     data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 4 or targets is None:
-        raise TypeError(
+        raise BadType(
             f"{type(dataset).__name__} has no CIFAR-style uint8 `.data` array (N, H, W, 3) and `.targets` "
             "list: pass a torchvision CIFAR10/CIFAR100 dataset or a subset of one, or use the PIL transforms"
         )

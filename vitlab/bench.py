@@ -36,6 +36,7 @@ from torch import nn
 
 from vitlab import commands
 from vitlab.configs import ModelConfig, get_model_config
+from vitlab.errors import BadValue, IsAFolder, MissingPackage
 from vitlab.factory import create_model
 from vitlab.files import atomic_write
 from vitlab.measure import (
@@ -58,7 +59,7 @@ PRECISIONS = ("fp32", "bf16")
 def timm_twin_check(cfg: ModelConfig) -> None:
     """The architectures `timm_twin` can copy: plain ViTs without a pre-logits layer."""
     if cfg.representation_size or getattr(cfg, "resnet_layers", None):
-        raise ValueError("the timm twin is a plain ViT without pre-logits: benchmark a preset without them")
+        raise BadValue("the timm twin is a plain ViT without pre-logits: benchmark a preset without them")
 
 
 def timm_twin(cfg: ModelConfig) -> nn.Module:
@@ -66,7 +67,7 @@ def timm_twin(cfg: ModelConfig) -> nn.Module:
     try:
         from timm.models.vision_transformer import VisionTransformer as TimmViT
     except ImportError:
-        raise ModuleNotFoundError("bench compares with timm, which is not installed: pip install timm") from None
+        raise MissingPackage("bench compares with timm, which is not installed: pip install timm") from None
     timm_twin_check(cfg)
     return TimmViT(
         img_size=cfg.img_size,
@@ -92,7 +93,7 @@ def set_fused(model: nn.Module, enabled: bool) -> None:
             module.fused_attn = enabled
             found = True
     if not found:
-        raise ValueError(f"{type(model).__name__} has no attention module with a `fused_attn` flag")
+        raise BadValue(f"{type(model).__name__} has no attention module with a `fused_attn` flag")
 
 
 # --- the benchmark -------------------------------------------------------------------------------
@@ -113,7 +114,7 @@ def run_benchmark(
 ) -> dict:
     """Measure vitlab against timm (training and inference images/s, fused vs manual attention)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise BadValue(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     device = commands.check_device(str(device))
     timm_twin_check(get_model_config(model, **({} if num_classes is None else {"num_classes": num_classes})))
     torch.manual_seed(0)
@@ -304,7 +305,7 @@ def run_trainer_benchmark(
     overrides = dict(overrides or {})
     unknown = sorted(set(pipelines) - set(TRAINER_PIPELINES))
     if unknown:
-        raise ValueError(f"unknown pipeline(s) {unknown}; valid names: {', '.join(TRAINER_PIPELINES)}")
+        raise BadValue(f"unknown pipeline(s) {unknown}; valid names: {', '.join(TRAINER_PIPELINES)}")
     seconds = {name: [] for name in ("bare", *pipelines)}
     with tempfile.TemporaryDirectory() as workdir:
         cfg = trainer_config(model, img_size, batch_size, overrides, warmup + steps, workdir, num_workers=workers)
@@ -506,7 +507,7 @@ def main(argv: list[str] | None = None) -> dict:
     threads, json_path = args.pop("threads"), args.pop("json")
     commands.check_device(args["device"])
     if json_path and Path(json_path).is_dir():  # found out now, not after minutes of measuring
-        raise IsADirectoryError(f"--json {json_path} is a directory: give a file name such as {json_path}/bench.json")
+        raise IsAFolder(f"--json {json_path} is a directory: give a file name such as {json_path}/bench.json")
     if threads:
         torch.set_num_threads(threads)
     trainer, overrides, transfer = args.pop("trainer"), args.pop("overrides"), args.pop("transfer")

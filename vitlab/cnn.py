@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from vitlab.configs import ModelConfig
+from vitlab.errors import BadType, BadValue
 
 STAGES = 3  # the CIFAR ResNets have three stages, each halving the grid and doubling the width after the first
 
@@ -42,7 +43,7 @@ class CifarResNet(nn.Module):
 
         super().__init__()
         if cfg.architecture != "resnet":
-            raise ValueError(f"CifarResNet builds architecture 'resnet', got {cfg.architecture!r}")
+            raise BadValue(f"CifarResNet builds architecture 'resnet', got {cfg.architecture!r}")
         self.cfg = cfg
         width = cfg.hidden_size
         self.stem = nn.Sequential(conv3x3(cfg.in_chans, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
@@ -83,7 +84,7 @@ class CifarResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def get_attention_maps(self, x: torch.Tensor):
-        raise TypeError(
+        raise BadType(
             "a CNN has no attention maps: ResNet-20 mixes neighbouring pixels with 3x3 convolutions, it has no "
             "tokens attending to each other; attention maps and rollout are for the ViT models"
         )

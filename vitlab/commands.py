@@ -14,6 +14,8 @@ import sys
 import warnings
 from collections.abc import Callable
 
+from vitlab.errors import BadValue
+
 # What bad input raises: files that are missing, unreadable or not what they should be (OSError,
 # which includes ConnectionError), values out of range or of the wrong kind (ValueError, TypeError),
 # an optional package that is not installed (ImportError, whose message says what to install).
@@ -34,12 +36,12 @@ def check_device(spec: str):
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise ValueError(f"unknown device {spec!r}: use cpu, cuda or cuda:N") from None
+        raise BadValue(f"unknown device {spec!r}: use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r} was asked for but no CUDA GPU is visible: use --device cpu")
+            raise BadValue(f"device {spec!r} was asked for but no CUDA GPU is visible: use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+            raise BadValue(f"device {spec!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig, get_model_config
+from vitlab.errors import AlreadyExists, BadValue, MissingFile, NotAFolder
 from vitlab.files import disk_full_cause, disk_full_error
 from vitlab.images import read_image
 from vitlab.synthetic import CIFAR10_CLASSES as CIFAR10_CLASSES  # CIFAR-10's class names, public here too
@@ -67,9 +68,9 @@ def _image_transform(
     augment: str, img_size: int, train: bool, any_size: bool, crop_pct: float, mean, std
 ) -> transforms.Compose:
     if augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
+        raise BadValue(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
     if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+        raise BadValue(f"crop_pct must be in (0, 1], got {crop_pct}")
     to_tensor = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     if any_size:  # the shorter side to img_size / crop_pct, then the central square
         resize = [transforms.Resize(round(img_size / crop_pct)), transforms.CenterCrop(img_size)]
@@ -106,7 +107,7 @@ def build_batch_mix(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
 
     for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
         if not alpha >= 0.0:
-            raise ValueError(f"{name} must be >= 0 (0 turns it off), got {alpha}")
+            raise BadValue(f"{name} must be >= 0 (0 turns it off), got {alpha}")
     mixes = []
     if mixup_alpha > 0:
         mixes.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
@@ -137,7 +138,7 @@ class TransformedSubset(Dataset):
 def split_indices(num_samples: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """A seeded (train, val) split of range(num_samples); val gets round(val_fraction * num_samples)."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_split must be in [0, 1), got {val_fraction}")
+        raise BadValue(f"val_split must be in [0, 1), got {val_fraction}")
     permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed)).tolist()
     num_val = round(val_fraction * num_samples)
     return sorted(permutation[num_val:]), sorted(permutation[:num_val])
@@ -175,11 +176,11 @@ class _SyntheticCIFAR10(datasets.CIFAR10):
 def load_cifar(name: str, root: str | os.PathLike, train: bool, download: bool = True) -> datasets.CIFAR10:
     """torchvision's CIFAR-10 or CIFAR-100 split from `root` (downloaded when missing), images as PIL."""
     if name not in _ARCHIVES:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+        raise BadValue(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
     archive, folder, reader = _ARCHIVES[name]
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"data_dir {root} is a file, not a folder: give the folder that holds {folder}/")
+        raise NotAFolder(f"data_dir {root} is a file, not a folder: give the folder that holds {folder}/")
     synthetic = (root / folder / SYNTHETIC_MARKER).is_file()
     try:
         if synthetic:
@@ -188,7 +189,7 @@ def load_cifar(name: str, root: str | os.PathLike, train: bool, download: bool =
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, IndexError) as error:
         # The files are there but hold something else (a partial copy, a damaged disk).
         damaged = damaged_cifar_file(root / folder, _SyntheticCIFAR10 if synthetic else reader, train)
-        raise ValueError(
+        raise BadValue(
             f"{name} files in {root / folder} are damaged ({damaged or f'{type(error).__name__}: {error}'}): "
             f"delete that folder to download them again, or extract {archive} there anew"
         ) from None
@@ -198,14 +199,14 @@ def load_cifar(name: str, root: str | os.PathLike, train: bool, download: bool =
             raise disk_full_error(root / archive, f"the {name} download", fix) from None
         if (root / folder).is_dir() and any((root / folder).iterdir()):
             damaged = damaged_cifar_file(root / folder, _SyntheticCIFAR10 if synthetic else reader, train)
-            raise ValueError(
+            raise BadValue(
                 f"{name} files in {root / folder} are incomplete or damaged "
                 f"({damaged or f'{type(error).__name__}: {error}'}): "
                 f"delete that folder to download them again, or extract {archive} there anew"
             ) from None
         url = reader.url
         reason = " ".join(str(getattr(error, "reason", error)).split())
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{name} is not in {root} and could not be downloaded ({reason}). Fetch {url} and put {archive} in "
             f"{root}/ (or extract it so that {root / folder}/ exists), or work offline on synthetic CIFAR-format "
             'data (dataset "synthetic")'
@@ -260,7 +261,7 @@ def synthetic_root(data_dir: str | os.PathLike) -> Path:
 def _source(cfg: VITConfig) -> tuple[str, Path]:
     """(torchvision dataset name, root folder) behind `cfg.dataset`."""
     if cfg.dataset not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
+        raise BadValue(f"unknown dataset {cfg.dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
     if cfg.dataset == "synthetic":
         return "cifar10", synthetic_root(cfg.data_dir)
     return cfg.dataset, Path(cfg.data_dir)
@@ -269,7 +270,7 @@ def _source(cfg: VITConfig) -> tuple[str, Path]:
 def num_classes(cfg: VITConfig) -> int:
     """How many classes `cfg.dataset` has, known before any file is read (the trainer builds the model first)."""
     if cfg.dataset not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
+        raise BadValue(f"unknown dataset {cfg.dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
     if cfg.dataset == "folder":
         splits = folder_splits(cfg.data_dir)
         return len(class_folders(splits.get("train", cfg.data_dir)))
@@ -338,14 +339,14 @@ class ImageFolder(datasets.ImageFolder):
     def __init__(self, root: str | os.PathLike):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
+            raise MissingFile(f"image folder {root} does not exist or is not a folder")
         self.skipped: list[str] = []
         self.loops: list[str] = []  # folder links that lead back to a folder already read
         super().__init__(str(root), loader=read_folder_image, is_valid_file=self._is_image, allow_empty=True)
         counts = Counter(self.targets)
         empty = [name for index, name in enumerate(self.classes) if counts[index] == 0]
         if empty:
-            raise ValueError(
+            raise BadValue(
                 f"class folder(s) {_preview(empty)} in {root} hold no images ({' '.join(IMAGE_EXTENSIONS)}): "
                 "add images or remove the folder(s)"
             )
@@ -400,7 +401,7 @@ def class_folders(directory: str | os.PathLike) -> list[str]:
     if not classes:
         images = [name for name in os.listdir(directory) if name.lower().endswith(IMAGE_EXTENSIONS)]
         holds = f" (it holds {len(images)} images directly)" if images else ""
-        raise ValueError(
+        raise BadValue(
             f"{directory} has no class folders{holds}: put each class's images in a folder named after the "
             "class (DIR/cat/1.jpg, DIR/dog/2.jpg, ...), or use train/ and val/ folders of class folders"
         )
@@ -418,7 +419,7 @@ def folder_splits(data_dir: str | os.PathLike) -> dict[str, Path]:
     when `data_dir` holds the class folders directly (so no class may be called train, val or test)."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"data_dir {root} is not a folder: give a folder of class folders (DIR/cat/*.jpg, ...) or one with "
             "train/ and val/ folders of class folders (ImageNet's layout)"
         )
@@ -430,7 +431,7 @@ def check_same_classes(reference: ImageFolder, other: ImageFolder) -> None:
     if reference.classes != other.classes:
         only_first = sorted(set(reference.classes) - set(other.classes))
         only_second = sorted(set(other.classes) - set(reference.classes))
-        raise ValueError(
+        raise BadValue(
             f"the class folders of {reference.root} and {other.root} differ: only in the first: "
             f"{_preview(only_first) or '-'}; only in the second: {_preview(only_second) or '-'}. "
             "Every split needs the same class folders"
@@ -467,7 +468,7 @@ def build_folder_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Data
     eval_transform = folder_transforms(cfg.augment, cfg.img_size, False, cfg.crop_pct, mean, std)
     splits = folder_splits(cfg.data_dir)
     if splits and "train" not in splits:
-        raise ValueError(f"{cfg.data_dir} has {'/ and '.join(splits)}/ but no train/ folder to train on")
+        raise BadValue(f"{cfg.data_dir} has {'/ and '.join(splits)}/ but no train/ folder to train on")
     base_train = ImageFolder(splits.get("train", cfg.data_dir))
     others = {name: ImageFolder(splits[name]) for name in ("val", "test") if name in splits}
     for base in others.values():
@@ -511,7 +512,7 @@ def folder_eval_split(data_dir: str | os.PathLike) -> Path:
         if name in splits:
             return splits[name]
     if splits:
-        raise ValueError(f"{data_dir} has a train/ folder but no val/ or test/ folder to evaluate on")
+        raise BadValue(f"{data_dir} has a train/ folder but no val/ or test/ folder to evaluate on")
     return Path(data_dir)
 
 
@@ -528,7 +529,7 @@ def match_class_names(folder_classes: list[str], model_classes: list[str]) -> li
     wnids = all(IMAGENET_WNID.fullmatch(name) for name in folder_classes)
     if wnids and len(folder_classes) == len(model_classes) == 1000:
         return list(range(1000))
-    raise ValueError(
+    raise BadValue(
         f"the folder's classes are not the model's: {len(unknown)} of {len(folder_classes)} class folders "
         f"name no class of the model ({_preview(unknown)}); the model's {len(model_classes)} classes are "
         f"{_preview(model_classes)}. Name the class folders as the model's classes"
@@ -572,7 +573,7 @@ def write_image_folders(
     if (dest / "train").is_dir() and (dest / "test").is_dir():
         return dest
     if dest.exists():
-        raise FileExistsError(f"{dest} exists without train/ and test/ folders: give a new folder")
+        raise AlreadyExists(f"{dest} exists without train/ and test/ folders: give a new folder")
     name, root = _source(VITConfig(dataset=dataset, data_dir=str(data_dir)))
     partial = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted call

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vitlab import commands
 from vitlab.configs import DATASET_NAMES, VITConfig
+from vitlab.errors import BadValue
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -64,7 +65,7 @@ def evaluate(
     model.train(was_training)
     num = len(dataset)
     if num == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
+        raise BadValue("cannot evaluate on an empty dataset")
     return {
         "top1": correct1.item() / num,
         "top5": correct5.item() / num,
@@ -76,14 +77,14 @@ def evaluate(
 def check_labels(labels: torch.Tensor, num_classes: int, first: int) -> None:
     """A batch's labels (samples first, first + 1, ...) are class indices of a model with `num_classes` outputs."""
     if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim != 1:
-        raise ValueError(
+        raise BadValue(
             f"the labels of samples {first}-{first + len(labels) - 1} are {labels.dtype} of shape "
             f"{tuple(labels.shape)}: evaluate needs one class index (an int) per sample"
         )
     bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
     if len(bad):
         index = int(bad[0])
-        raise ValueError(
+        raise BadValue(
             f"sample {first + index} of the dataset has label {int(labels[index])}, but the model has {num_classes} "
             f"classes (labels 0 to {num_classes - 1}): the dataset's labels must be the model's class indices"
         )
@@ -204,9 +205,9 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if Path(args.checkpoint).suffix.lower() in WEIGHT_SUFFIXES:
         if args.model_type is None:
-            raise ValueError(f"{args.checkpoint} holds weights only: name the architecture with --model_type")
+            raise BadValue(f"{args.checkpoint} holds weights only: name the architecture with --model_type")
         if args.data_dir is None:
-            raise ValueError("published weights carry no dataset: give --data_dir (an image folder, e.g. ImageNet's)")
+            raise BadValue("published weights carry no dataset: give --data_dir (an image folder, e.g. ImageNet's)")
         from vitlab.training.inputs import missing_checkpoint, missing_data, report_missing
         from vitlab.weights.fetch import known_checkpoint
 

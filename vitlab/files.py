@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from vitlab.errors import FileError
+
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left, disk quota exceeded
 
 
@@ -96,5 +98,5 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
             kept = " (the file there before is unchanged)" if path.exists() else ""
             raise disk_full_error(path, fix=f"free some space on that disk, or write to another one{kept}") from None
         if isinstance(error, OSError) and error.filename is None and error.strerror:
-            raise OSError(error.errno, error.strerror, str(path)) from None  # a write error without a path
+            raise FileError(error.errno, error.strerror, str(path)) from None  # a write error without a path
         raise

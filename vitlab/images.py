@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vitlab.errors import IsAFolder, MissingFile
+
 # Pillow's modes of 16-bit grey images (PNG, TIFF); "I" is its 32-bit mode, which older versions used for them.
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -54,9 +56,9 @@ def read_image(path: str | os.PathLike, fix: str = READ_FIX) -> Image.Image:
     """
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"image {path} is a directory: give image files (e.g. {path}/*.jpg)")
+        raise IsAFolder(f"image {path} is a directory: give image files (e.g. {path}/*.jpg)")
     if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
+        raise MissingFile(f"image {path} does not exist")
     try:
         with Image.open(path) as opened:
             return to_rgb(opened)  # decodes every pixel

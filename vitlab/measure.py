@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitlab.configs import ModelConfig
+from vitlab.errors import BadValue
 from vitlab.evaluate import autocast_context
 
 # Dense bf16 tensor-core peaks in TFLOP/s (fp16 for GPUs without bf16), from NVIDIA's data sheets;
@@ -42,7 +43,7 @@ def vit_flops(cfg: ModelConfig) -> int:
     (a few FLOPs per element, under 1% for ViT-B) are left out, as in the usual MFU accounting.
     """
     if getattr(cfg, "resnet_layers", None):
-        raise ValueError("vit_flops counts plain ViTs only: the hybrid's ResNet stem is not included")
+        raise BadValue("vit_flops counts plain ViTs only: the hybrid's ResNet stem is not included")
     tokens = cfg.num_patches + (1 if cfg.class_token else 0)
     d, m = cfg.hidden_size, cfg.mlp_dim
     per_layer = 2 * tokens * (4 * d * d + 2 * d * m) + 2 * 2 * tokens * tokens * d

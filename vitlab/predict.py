@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitlab import commands
+from vitlab.errors import BadValue, MissingFile
 from vitlab.images import read_image, to_rgb
 from vitlab.model import VisionTransformer
 
@@ -48,7 +49,7 @@ def load_image(
         return _normalize(pixels, mean, std)
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"expected an image path, a PIL image or a (3, H, W) tensor, got {shape}")
+        raise BadValue(f"expected an image path, a PIL image or a (3, H, W) tensor, got {shape}")
     pixels = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
     if pixels.shape[1:] != (img_size, img_size):
         pixels = F.interpolate(pixels[None], size=(img_size, img_size), mode="bilinear", antialias=True)[0]
@@ -75,7 +76,7 @@ def predict(
     Labels are `class_names[i]` when given, else the class index as a string.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        raise BadValue(f"top_k must be a positive integer, got {top_k!r}")
     parameter = next(model.parameters())
     cfg = model.cfg
     x = load_image(image, cfg.img_size, cfg.image_mean, cfg.image_std)[None]  # (1, 3, S, S)
@@ -87,7 +88,7 @@ def predict(
     finally:
         model.train(was_training)
     if class_names is not None and len(class_names) != probabilities.shape[0]:
-        raise ValueError(f"{len(class_names)} class names for a model with {probabilities.shape[0]} classes")
+        raise BadValue(f"{len(class_names)} class names for a model with {probabilities.shape[0]} classes")
     values, indices = probabilities.topk(min(top_k, probabilities.shape[0]))
     labels = [class_names[i] if class_names is not None else str(i) for i in indices.tolist()]
     return list(zip(labels, values.tolist()))
@@ -98,13 +99,11 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"label file {path} {what}: give a text file with one class name per line")
+        raise MissingFile(f"label file {path} {what}: give a text file with one class name per line")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ValueError(
-            f"label file {path} is not UTF-8 text: give a text file with one class name per line"
-        ) from None
+        raise BadValue(f"label file {path} is not UTF-8 text: give a text file with one class name per line") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -121,7 +120,7 @@ def model_from_npz(
     needed = ("embedding/kernel", "Transformer/posembed_input/pos_embedding")
     if any(key not in arrays for key in needed):
         found = ", ".join(sorted(arrays)[:6]) or "none"
-        raise ValueError(
+        raise BadValue(
             f"checkpoint {path} is not a Google ViT .npz: it lacks {', '.join(k for k in needed if k not in arrays)} "
             f"(its arrays: {found}); give one of the files `python -m vitlab.download --list` names"
         )
@@ -200,7 +199,7 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
         if path.is_dir():
             images = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS))
             if not images:
-                raise FileNotFoundError(f"folder {path} holds no images ({' '.join(IMAGE_EXTENSIONS)})")
+                raise MissingFile(f"folder {path} holds no images ({' '.join(IMAGE_EXTENSIONS)})")
             found += images
         else:
             found.append(path)
@@ -256,7 +255,7 @@ def _load(args) -> tuple[VisionTransformer, list[str] | None]:
         model, class_names = model_from_state(state, checkpoint), state.get("class_names")
         recorded = (state.get("config") or {}).get("model_type")
         if args.model_type and recorded and resolve_model_name(args.model_type) != resolve_model_name(recorded):
-            raise ValueError(
+            raise BadValue(
                 f"--model_type {args.model_type} disagrees with {checkpoint}, the checkpoint of a {recorded} run: "
                 "leave --model_type out (a run's checkpoint records its model) or give a checkpoint of that model"
             )

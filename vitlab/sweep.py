@@ -29,6 +29,7 @@ from pathlib import Path
 
 from vitlab import commands
 from vitlab.configs import VITConfig, get_experiment
+from vitlab.errors import BadValue, MissingFile
 from vitlab.files import atomic_write
 
 # The small ViT of docs/results.md: patch 4, width 128, depth 4, 4 heads (0.55 M parameters) at 32 px.
@@ -122,9 +123,9 @@ def read_results(path: Path) -> list[dict]:
     try:
         rows = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not a sweep's results file ({error}): move it away to start afresh") from None
+        raise BadValue(f"{path} is not a sweep's results file ({error}): move it away to start afresh") from None
     if not isinstance(rows, list):
-        raise ValueError(f"{path} is not a sweep's results file (a list of runs): move it away to start afresh")
+        raise BadValue(f"{path} is not a sweep's results file (a list of runs): move it away to start afresh")
     return rows
 
 
@@ -223,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     bad = [f for f in args.fractions if not 0 < f <= 1]
     if bad:
-        raise ValueError(f"--fractions must each be in (0, 1], got {bad[0]:g}: e.g. --fractions 1 0.5 0.25 0.1")
+        raise BadValue(f"--fractions must each be in (0, 1], got {bad[0]:g}: e.g. --fractions 1 0.5 0.25 0.1")
     if not args.data_dir.is_dir():
-        raise FileNotFoundError(f"--data_dir {args.data_dir} is not a folder of class folders")
+        raise MissingFile(f"--data_dir {args.data_dir} is not a folder of class folders")
     if set(args.approaches) & set(PRETRAINED) and not args.pretrained_dir.is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"--pretrained_dir {args.pretrained_dir} does not exist: the probe and the fine-tuning need the DINOv2 "
             "ViT-S/14 weights (Pretrained/README.md says how to get them), or leave them out with --approaches"
         )

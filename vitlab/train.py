@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from vitlab import commands
 from vitlab.configs import VITConfig, export_config
+from vitlab.errors import AlreadyExists
 from vitlab.evaluate import autocast_context, evaluate
 from vitlab.files import DiskFullError, disk_full_error
 from vitlab.synthetic import SYNTHETIC_MARKER
@@ -174,7 +175,7 @@ def _train(cfg: VITConfig, train_set, val_set, test_set, model, notes) -> dict:
             return train_and_test(run)
         with claim(run.run_dir):  # the main process holds the run folder while it trains
             if run.resume_state is None and (run.run_dir / "last.pt").exists():  # it came while we set up
-                raise FileExistsError(f"run folder {run.run_dir} got another run's checkpoints: choose another --name")
+                raise AlreadyExists(f"run folder {run.run_dir} got another run's checkpoints: choose another --name")
             sweep_temporaries(run.run_dir)
             if run.damaged_best is not None:
                 set_aside(run.damaged_best)

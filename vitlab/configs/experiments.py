@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from vitlab.configs.run import VITConfig
+from vitlab.errors import BadValue
 
 # A pre-trained backbone adapted to a new labelled set on a CPU in minutes: DINOv2 ViT-S/14 (Meta's file;
 # timm's, Hugging Face's or any other ViT's weights work too) at 112 px (8 x 8 patches of 14), AdamW with
@@ -164,7 +165,7 @@ def get_experiment(experiment: str, /, **overrides) -> VITConfig:
     (`VITConfig.fields_set`), so a resumed run is never refused over a recipe's value or a derived warm-up.
     """
     if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {experiment!r}; valid names: {', '.join(EXPERIMENTS)}")
+        raise BadValue(f"unknown experiment {experiment!r}; valid names: {', '.join(EXPERIMENTS)}")
     # The recipe's values are its defaults, not the user's choices: a resumed run compares only `overrides`.
     recipe = VITConfig().derive(**copy.deepcopy(EXPERIMENTS[experiment]))  # model_overrides: a copy
     cfg = recipe.replace(**overrides)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vitlab.configs.checks import ConfigError
 from vitlab.configs.run import VITConfig
+from vitlab.errors import BadValue, MissingFile
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 # Written fresh for every run, so an exported experiment leaves it out: each run from the file gets its own name.
@@ -35,9 +36,9 @@ def load_config(path: str | os.PathLike) -> VITConfig:
     """
     path = Path(path)
     if path.suffix.lower() not in CONFIG_SUFFIXES:
-        raise ValueError(f"config file {path} must end in {', '.join(CONFIG_SUFFIXES)}")
+        raise BadValue(f"config file {path} must end in {', '.join(CONFIG_SUFFIXES)}")
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise MissingFile(f"config file {path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -46,18 +47,18 @@ def load_config(path: str | os.PathLike) -> VITConfig:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"config file {path} is not valid JSON: {error}") from None
+            raise BadValue(f"config file {path} is not valid JSON: {error}") from None
     else:
         import yaml
 
         try:
             values = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+            raise BadValue(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ValueError(f"config file {path} must hold a mapping of VITConfig fields, got {type(values).__name__}")
+        raise BadValue(f"config file {path} must hold a mapping of VITConfig fields, got {type(values).__name__}")
     numbers = {f.name for f in dataclasses.fields(VITConfig) if f.type in ("float", "int")}
     for name in numbers & set(values):
         if isinstance(values[name], str):
@@ -77,7 +78,7 @@ def export_config(cfg: VITConfig, fmt: str = "yaml", title: str | None = None) -
     if fmt == "json":
         return json.dumps(values, indent=2) + "\n"
     if fmt != "yaml":
-        raise ValueError(f"unknown config format {fmt!r}; choose yaml or json")
+        raise BadValue(f"unknown config format {fmt!r}; choose yaml or json")
     import yaml
 
     comments = field_comments()

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from vitlab.configs.checks import check_range, check_types
+from vitlab.errors import BadType, BadValue
 
 ARCHITECTURES = ("vit", "resnet")  # a Vision Transformer, or the CIFAR ResNet it is compared with (vitlab.cnn)
 CLASSIFIERS = ("token", "gap")
@@ -67,14 +68,14 @@ class ModelConfig:
             try:
                 value = tuple(float(v) for v in value)
             except (TypeError, ValueError):
-                raise TypeError(f"{name} must be a sequence of per-channel numbers, got {value!r}") from None
+                raise BadType(f"{name} must be a sequence of per-channel numbers, got {value!r}") from None
             setattr(self, name, value)
         if not self.image_std or min(self.image_std) <= 0:
-            raise ValueError(f"image_std must hold positive numbers, got {self.image_std}")
+            raise BadValue(f"image_std must hold positive numbers, got {self.image_std}")
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
+            raise BadValue(f"unknown architecture {self.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.gelu_approximate not in GELU_APPROXIMATIONS:
-            raise ValueError(
+            raise BadValue(
                 f"unknown gelu_approximate {self.gelu_approximate!r}: choose one of {', '.join(GELU_APPROXIMATIONS)}"
             )
 
@@ -87,7 +88,7 @@ class ModelConfig:
         valid = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - valid)
         if unknown:
-            raise TypeError(f"unknown ModelConfig field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
+            raise BadType(f"unknown ModelConfig field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
         return dataclasses.replace(self, **overrides)
 
 
@@ -213,8 +214,8 @@ def resolve_model_name(name: str) -> str:
     if name in ALIASES:
         return ALIASES[name]
     if name in UNSUPPORTED:
-        raise ValueError(f"model {name!r} is not supported: {UNSUPPORTED[name]}")
-    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+        raise BadValue(f"model {name!r} is not supported: {UNSUPPORTED[name]}")
+    raise BadValue(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
 
 
 def list_models() -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vitlab.configs.checks import ConfigError, check_choice, check_range, check_types, type_error
 from vitlab.configs.models import ModelConfig
+from vitlab.errors import IsAFolder, MissingFile
 
 DATASET_NAMES = ("cifar10", "cifar100", "synthetic", "folder")
 DECAY_TYPES = ("cosine", "linear")
@@ -186,9 +187,9 @@ class VITConfig:
         if not text.lstrip().startswith("{"):
             path = Path(text)
             if path.is_dir():
-                raise IsADirectoryError(f"config file {path} is a directory: give a config.json file")
+                raise IsAFolder(f"config file {path} is a directory: give a config.json file")
             if not path.is_file():
-                raise FileNotFoundError(f"config file {path} does not exist")
+                raise MissingFile(f"config file {path} does not exist")
             text, source = path.read_bytes(), f"config file {path}"
         try:
             values = json.loads(text)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vitlab.augment import DEVICE_VERSIONS, DeviceBatches, uint8_cifar
 from vitlab.configs import AUGMENTATIONS, VITConfig
+from vitlab.errors import BadType, BadValue
 from vitlab.training.devices import Distributed, data_workers
 
 
@@ -29,7 +30,7 @@ class StepSampler(Sampler):
     def __init__(self, num_samples: int, micro_batch: int, accumulation: int, rank: int, world_size: int, seed: int,
                  start_step: int = 0):  # fmt: skip
         if num_samples == 0:
-            raise ValueError("the training set is empty")
+            raise BadValue("the training set is empty")
         self.num_samples, self.micro, self.accumulation = num_samples, micro_batch, accumulation
         self.rank, self.world_size, self.seed, self.start_step = rank, world_size, seed, start_step
         self.global_batch = micro_batch * accumulation * world_size
@@ -91,12 +92,12 @@ def class_index(label, index: int | str, num_classes: int | None = None, split: 
         label = label.item()  # an integer tensor becomes an int, a float one a float (refused below)
     if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and label >= 0:
         if num_classes is not None and label >= num_classes:
-            raise ValueError(
+            raise BadValue(
                 f"{split} sample {index} has label {label}, but the data have {num_classes} classes (labels 0 to "
                 f"{num_classes - 1}): fix the sample's label, or train a model with more classes"
             )
         return int(label)
-    raise ValueError(
+    raise BadValue(
         f"{split} sample {index} has label {label!r} ({type(label).__name__}): labels must be class indices "
         "0, 1, ..., num_classes - 1 (map class names to indices first)"
     )
@@ -165,17 +166,17 @@ def check_data(cfg: VITConfig, train_set, val_set, test_set, class_names: list[s
     if len(train_set) == 0:
         total = len(train_set) + (len(val_set) if val_set is not None else 0)
         if cfg.val_split > 0 and val_set is not None and total:
-            raise ValueError(
+            raise BadValue(
                 f"the training set is empty: --val_split {cfg.val_split} holds out {len(val_set)} of the {total} "
                 f"image(s) of {where} for validation, which leaves none to train on; lower --val_split or add images"
             )
-        raise ValueError("the training set is empty (0 samples): give a training set with at least one sample")
+        raise BadValue("the training set is empty (0 samples): give a training set with at least one sample")
     for name, dataset in (("validation", val_set), ("test", test_set)):
         if dataset is not None and len(dataset) == 0:
-            raise ValueError(f"the {name} set is empty (0 samples): give one with samples, or None to do without")
+            raise BadValue(f"the {name} set is empty (0 samples): give one with samples, or None to do without")
     if len(class_names) < 2:
         found = f"one class ({class_names[0]})" if class_names else "no class"
-        raise ValueError(
+        raise BadValue(
             f"{where} have {found}: a classifier cannot learn anything from one class (its loss is 0 from the "
             "first step); give at least two classes (one folder per class for image folders)"
         )
@@ -190,7 +191,7 @@ def check_first_sample(dataset: Dataset, seed: int, num_classes: int, model) -> 
     model_cfg = getattr(model, "cfg", None)
     channels, size = getattr(model_cfg, "in_chans", None), getattr(model_cfg, "img_size", None)
     if not isinstance(image, torch.Tensor):
-        raise TypeError(
+        raise BadType(
             f"training sample 0 is a {type(image).__name__}, not an image tensor: give the dataset a transform "
             "that makes tensors, e.g. torchvision.transforms.ToTensor()"
         )
@@ -203,7 +204,7 @@ def check_first_sample(dataset: Dataset, seed: int, num_classes: int, model) -> 
         hint = "it looks like (height, width, channels): put channels first with image.permute(2, 0, 1)"
     elif image.ndim == 4 and shape[0] == 1:
         hint = "each sample is one image, not a batch of one: drop the first dimension"
-    raise ValueError(
+    raise BadValue(
         f"training sample 0 is an image of shape {shape}, but the model takes (channels, height, width) = "
         f"{expected}: {hint}"
     )

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from vitlab.augment import DEVICE_VERSIONS
 from vitlab.configs import AUGMENTATIONS, VITConfig, resolve_model_name
+from vitlab.errors import BadValue, MissingFile
 from vitlab.factory import create_model
 from vitlab.weights.fetch import how_to_get, known_checkpoint
 from vitlab.weights.load import load_pretrained
@@ -48,12 +49,12 @@ def checked_micro_batch_size(cfg: VITConfig, world_size: int = 1) -> int:
     if cfg.device_augment and AUGMENTATIONS[cfg.augment] not in DEVICE_VERSIONS:
         on_device = ", ".join(f"{name!r} ({', '.join(steps) or 'resize'})" for name, steps in AUGMENTATIONS.items()
                               if steps in DEVICE_VERSIONS)  # fmt: skip
-        raise ValueError(
+        raise BadValue(
             f"device_augment does {on_device}, not {cfg.augment!r}: choose one of those or set device_augment=False"
         )
     split = cfg.gradient_accumulation_steps * world_size
     if cfg.train_batch_size % split:
-        raise ValueError(
+        raise BadValue(
             f"train_batch_size {cfg.train_batch_size} is not divisible by gradient_accumulation_steps "
             f"{cfg.gradient_accumulation_steps} x {world_size} process(es) = {split}; choose a batch size "
             "that is a multiple of it (it is the global batch of one optimiser step)"
@@ -68,7 +69,7 @@ def build_model(cfg: VITConfig, num_classes: int) -> tuple[torch.nn.Module, str 
 
     wanted = cfg.model_overrides.get("num_classes", num_classes)
     if wanted != num_classes:
-        raise ValueError(
+        raise BadValue(
             f"model_overrides.num_classes is {wanted}, but the data have {num_classes} classes: remove it from "
             "model_overrides (the head is sized by the data)"
         )
@@ -77,7 +78,7 @@ def build_model(cfg: VITConfig, num_classes: int) -> tuple[torch.nn.Module, str 
     if cfg.weights_file:  # not with init="random": the same architecture from random weights, the control
         path = Path(cfg.weights_file)
         if not path.is_file() and known_checkpoint(path.name) is None:
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"pretrained checkpoint {path} does not exist: {how_to_get(path)}; "
                 "or pass --pretrained_dir '' to train from scratch"
             )
@@ -118,7 +119,7 @@ def class_names_of(cfg: VITConfig, train_set: Dataset, model=None) -> list[str]:
         if labels is None:
             labels = [int(train_set[i][1]) for i in range(len(train_set))]
         if len(labels) == 0:
-            raise ValueError("the training set is empty (0 samples): give a training set with at least one sample")
+            raise BadValue("the training set is empty (0 samples): give a training set with at least one sample")
         names = [str(i) for i in range(int(max(labels)) + 1)]
     return list(names)
 
@@ -130,7 +131,7 @@ def build_data(cfg: VITConfig, train_set, val_set, test_set, model) -> tuple:
 
         return build_datasets(cfg)
     if cfg.train_fraction < 1:
-        raise ValueError(
+        raise BadValue(
             f"train_fraction {cfg.train_fraction:g} is for the datasets vitlab builds (dataset={cfg.dataset!r}): "
             "a train_set given to train() is used whole; pass the subset to train on, or leave train_fraction at 1"
         )

@@ -24,6 +24,7 @@ from vitlab.configs import (
     load_config,
     scaled_warmup,
 )
+from vitlab.errors import BadValue
 
 SEED_FLAGS = {  # the flags of the original ViT-pytorch train.py -> VITConfig fields
     "name": "name",
@@ -54,22 +55,22 @@ def parse_value(field: dataclasses.Field, text: str):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"--{field.name} expects JSON such as '{{\"num_layers\": 2}}', got {text!r}") from error
+            raise BadValue(f"--{field.name} expects JSON such as '{{\"num_layers\": 2}}', got {text!r}") from error
         if not isinstance(value, dict):
-            raise ValueError(f"--{field.name} expects a JSON object, got {text!r}")
+            raise BadValue(f"--{field.name} expects a JSON object, got {text!r}")
         return value
     if "None" in kind and text.lower() in ("", "none", "null"):
         return None
     if kind == "bool":
         if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise ValueError(f"--{field.name} expects true or false, got {text!r}")
+            raise BadValue(f"--{field.name} expects true or false, got {text!r}")
         return text.lower() in ("1", "true", "yes")
     for name, convert, what in (("int", int, "an integer"), ("float", float, "a number")):
         if kind.startswith(name):
             try:
                 return convert(text)
             except ValueError:
-                raise ValueError(f"--{field.name} expects {what}, got {text!r}") from None
+                raise BadValue(f"--{field.name} expects {what}, got {text!r}") from None
     return text
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitlab.configs import VITConfig
+from vitlab.errors import MissingFile, NotAFolder
 from vitlab.weights.fetch import known_checkpoint, url_for
 
 
@@ -119,7 +120,7 @@ def check_output_folders(cfg: VITConfig) -> None:
         blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         if used and blocker is not None:
             where = "" if blocker == path else f" ({blocker} is)"
-            raise NotADirectoryError(
+            raise NotAFolder(
                 f"{flag} {folder} is a file, not a folder{where}: give a folder (it is made when missing) or move "
                 "the file away; nothing was written"
             )
@@ -138,4 +139,4 @@ def report_missing(missing: list[Missing | None], needer: str = "this command", 
     else:
         items = "; ".join(f"({i}) {m.what} {m.problem}: {m.how}" for i, m in enumerate(missing, start=1))
         text = f"{needer} needs {len(missing)} inputs that are not here{cannot}: {items}"
-    raise FileNotFoundError(f"{text}. {ending}" if ending else text)
+    raise MissingFile(f"{text}. {ending}" if ending else text)

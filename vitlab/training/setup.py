@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vitlab.configs import VITConfig, resume_config
+from vitlab.errors import AlreadyExists, BadValue
 from vitlab.training.batches import check_data
 from vitlab.training.build import (
     DEVICE_AUGMENT_OFF,
@@ -97,7 +98,7 @@ def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_s
     check_inputs(cfg, checkpoint=model is None and resume_state is None, data=train_set is None)
     run_dir = Path(cfg.save_dir) / cfg.run_name
     if resume_state is None and (run_dir / "last.pt").exists():
-        raise FileExistsError(
+        raise AlreadyExists(
             f"run folder {run_dir} already holds a run's checkpoints: pass --resume to continue it, "
             "or choose another --name (nothing was overwritten)"
         )
@@ -150,7 +151,7 @@ def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_s
 
 def check_has_head(model) -> None:
     if getattr(getattr(model, "cfg", None), "num_classes", None) == 0:
-        raise ValueError(
+        raise BadValue(
             "the model has no classification head (num_classes=0, it returns features): give it one, "
             "e.g. vitlab.create_model(name, num_classes=10), to train a classifier"
         )
@@ -163,7 +164,7 @@ def load_resume_state(cfg: VITConfig, notes: list[str]) -> tuple[dict, VITConfig
     state = load_checkpoint(path)
     missing = {"model", "optimizer", "scheduler", "scaler", "rng", "step"} - set(state)
     if missing:
-        raise ValueError(f"cannot resume from {path}: it lacks {sorted(missing)}, it is not a run's last.pt")
+        raise BadValue(f"cannot resume from {path}: it lacks {sorted(missing)}, it is not a run's last.pt")
     if state.get("config"):
         cfg, changes = resume_config(state["config"], cfg)
         if changes:
@@ -176,7 +177,7 @@ def load_resume_state(cfg: VITConfig, notes: list[str]) -> tuple[dict, VITConfig
             notes.append(note)
     if state["step"] >= cfg.num_steps:
         run_dir = Path(cfg.save_dir) / cfg.run_name
-        raise ValueError(
+        raise BadValue(
             f"run {cfg.run_name} is already finished: {state['step']} of {cfg.num_steps} steps. To train it "
             f"further, resume with a larger --num_steps; to test it: python -m vitlab.evaluate --checkpoint "
             f"{run_dir / 'best.pt'}"

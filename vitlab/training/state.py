@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vitlab.configs import VITConfig
+from vitlab.errors import BadValue, MissingFile
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,7 +65,7 @@ def resume_path(cfg: VITConfig) -> Path:
     if cfg.resume in ("last", "true", "True"):
         path = Path(cfg.save_dir) / cfg.run_name / "last.pt"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"cannot resume: {path} does not exist; give the run's --name (the folder under {cfg.save_dir}) "
                 "or the checkpoint path with --resume PATH"
             )
@@ -88,7 +89,7 @@ def check_same_classes(state: dict, class_names: list[str], cfg: VITConfig) -> N
         return
     saved_dir = (state.get("config") or {}).get("data_dir")
     own = f" (its data_dir was {saved_dir})" if saved_dir and saved_dir != cfg.data_dir else ""
-    raise ValueError(
+    raise BadValue(
         f"cannot resume run {cfg.run_name} on these data: its checkpoint learned {len(saved)} classes "
         f"[{_preview(saved)}], but the data have {len(class_names)} classes [{_preview(class_names)}]. Resume with "
         f"the run's own data{own}, or start a new run with another --name"

@@ -17,6 +17,7 @@ import torch
 
 from vitlab.cnn import CifarResNet
 from vitlab.configs import ModelConfig
+from vitlab.errors import BadValue, IsAFolder, MissingFile
 from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
 from vitlab.weights.errors import CheckpointError, unreadable_torch_file
@@ -35,11 +36,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if path.is_dir():
         inside = " or ".join(str(path / n) for n in ("best.pt", "last.pt") if (path / n).is_file())
-        raise IsADirectoryError(
+        raise IsAFolder(
             f"checkpoint {path} is a folder: give a checkpoint file{' such as ' + inside if inside else ''}"
         )
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path (runs save to <save_dir>/<name>/)")
+        raise MissingFile(f"checkpoint {path} does not exist: check the path (runs save to <save_dir>/<name>/)")
     if path.stat().st_size == 0:
         raise CheckpointError(
             f"checkpoint {path} is empty: the run that wrote it was interrupted; use another checkpoint"
@@ -54,7 +55,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         # torch's zip reader says "[Errno 22] Invalid argument" for some truncated files
         raise unreadable_torch_file(path, error, "copy it again or use another one") from None
     if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
+        raise BadValue(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
 
 
@@ -69,7 +70,7 @@ def model_from_checkpoint(
 def model_from_state(state: dict, path: str | os.PathLike = "the checkpoint") -> VisionTransformer:
     """The model (in eval mode) of a checkpoint already read with `load_checkpoint`, as its `model_config` says."""
     if "model" not in state or "model_config" not in state:
-        raise ValueError(
+        raise BadValue(
             f"checkpoint {path} has keys {sorted(state)}, not a vitlab run checkpoint ('model' and "
             "'model_config' expected); for Google's .npz files use vitlab.load_pretrained"
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from vitlab.errors import BadValue, FileError, NoConnection, NotAFolder
 from vitlab.files import disk_full_cause, disk_full_error
 
 BASE_URL = "https://storage.googleapis.com/vit_models/"
@@ -79,9 +80,9 @@ def base_url() -> str:
 
 def _check(name: str, variant: str) -> None:
     if variant not in CHECKPOINTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        raise BadValue(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if name not in CHECKPOINTS[variant]:
-        raise ValueError(
+        raise BadValue(
             f"no {variant} checkpoint named {name!r}; {variant} has {', '.join(CHECKPOINTS[variant])} "
             "(`python -m vitlab.download --list` shows every variant)"
         )
@@ -147,10 +148,10 @@ def _open(url: str, offset: int, timeout: float):
     except urllib.error.HTTPError as error:
         if error.code == 416:  # the range starts at the end: the partial file is already complete
             return None
-        raise ConnectionError(f"could not download {url}: HTTP {error.code} {error.reason}") from error
+        raise NoConnection(f"could not download {url}: HTTP {error.code} {error.reason}") from error
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ConnectionError(f"could not reach {url} ({reason})") from error
+        raise NoConnection(f"could not reach {url} ({reason})") from error
 
 
 def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
@@ -188,14 +189,14 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
                     if window_bytes >= STALL_BYTES:
                         window_start, window_bytes = time.monotonic(), 0
                     elif time.monotonic() - window_start > stall_seconds:
-                        raise ConnectionError(
+                        raise NoConnection(
                             f"download of {url} stalled: {window_bytes:,} bytes in the last {stall_seconds:g} s"
                         )
         except ConnectionError:
             raise
         except OSError as error:  # reading the network is _read's: this is the local disk refusing the bytes
             if disk_full_cause(error) is None:
-                raise OSError(error.errno, f"could not write the download ({error.strerror})", str(part)) from None
+                raise FileError(error.errno, f"could not write the download ({error.strerror})", str(part)) from None
             kept = part.stat().st_size if part.exists() else 0
             fix = (
                 f"the {kept:,} bytes received are kept there: free some space on that disk and run the same "
@@ -203,7 +204,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
             )
             raise disk_full_error(part, "the download", fix, disk="the local disk") from None
     if total is not None and received < total:
-        raise ConnectionError(f"download of {url} interrupted after {received:,} of {total:,} bytes")
+        raise NoConnection(f"download of {url} interrupted after {received:,} of {total:,} bytes")
 
 
 def _read(response, url: str) -> bytes:
@@ -211,7 +212,7 @@ def _read(response, url: str) -> bytes:
     try:
         return response.read1(CHUNK)
     except (TimeoutError, http.client.IncompleteRead, OSError) as error:
-        raise ConnectionError(f"download of {url} interrupted ({type(error).__name__})") from error
+        raise NoConnection(f"download of {url} interrupted ({type(error).__name__})") from error
 
 
 def _verify(path: Path, suffix: str = ".npz") -> None:
@@ -225,9 +226,9 @@ def _verify(path: Path, suffix: str = ".npz") -> None:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"not a readable .npz file ({type(error).__name__}: {error})") from error
+        raise BadValue(f"not a readable .npz file ({type(error).__name__}: {error})") from error
     if not keys & {"embedding/kernel", "opt/target/embedding/kernel", "params/embedding/kernel"}:
-        raise ValueError(f"no 'embedding/kernel' among its {len(keys)} arrays")
+        raise BadValue(f"no 'embedding/kernel' among its {len(keys)} arrays")
 
 
 def download(
@@ -244,7 +245,7 @@ def download(
     if final.is_file() and final.stat().st_size > 0:
         return final
     if final.parent.exists() and not final.parent.is_dir():
-        raise NotADirectoryError(f"download folder {final.parent} is a file: give a folder with --dest")
+        raise NotAFolder(f"download folder {final.parent} is a file: give a folder with --dest")
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     try:
@@ -256,7 +257,7 @@ def download(
             retry = "The server has no file at that address (python -m vitlab.download --list shows the known ones)"
         else:
             retry = "Check the connection and run the command again"
-        raise ConnectionError(
+        raise NoConnection(
             f"{error}. {retry}, or download {url} by other means (browser, wget, another machine) "
             f"and place it at {final}"
         ) from None
@@ -264,7 +265,7 @@ def download(
         _verify(part, final.suffix)
     except ValueError as error:
         part.unlink(missing_ok=True)
-        raise ValueError(
+        raise BadValue(
             f"the file downloaded from {url} is not a valid ViT checkpoint ({error}); it was deleted: "
             f"run the command again, or download it by other means and place it at {final}"
         ) from None

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from vitlab.errors import BadValue, MissingFile
 from vitlab.model import VisionTransformer, resize_pos_embed
 from vitlab.weights.errors import CheckpointError, preview_keys
 from vitlab.weights.fetch import fetch_if_missing, how_to_get
@@ -103,7 +104,7 @@ SOURCE_RESIZE = {
 
 def _check_resize(pos_embed_resize: str) -> None:
     if pos_embed_resize not in POS_EMBED_RESIZES:
-        raise ValueError(f"unknown pos_embed_resize {pos_embed_resize!r}: choose one of {', '.join(POS_EMBED_RESIZES)}")
+        raise BadValue(f"unknown pos_embed_resize {pos_embed_resize!r}: choose one of {', '.join(POS_EMBED_RESIZES)}")
 
 
 def _adapt_pos_embed(model, state, report, name: str, how: str) -> None:
@@ -317,7 +318,7 @@ def load_pretrained(
         fetch_if_missing(path)
     if path.suffix.lower() in TORCH_SUFFIXES:
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist: {how_to_get(path)}")
+            raise MissingFile(f"checkpoint {path} does not exist: {how_to_get(path)}")
         state, key_names, layout = read_for_model(path, model)
     else:
         layout = None

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitlab.errors import BadValue, MissingFile
 from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
 from vitlab.weights.errors import CheckpointError, preview_keys
@@ -72,7 +73,7 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of an `.npz` file as written (only an export's key prefix removed)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: {how_to_get(path)}")
+        raise MissingFile(f"checkpoint {path} does not exist: {how_to_get(path)}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes), an interrupted download: {how_to_get(path)}")
     with open(path, "rb") as f:
@@ -346,9 +347,9 @@ def _export_names(model: VisionTransformer) -> dict[str, str]:
 def state_dict_to_npz(model: VisionTransformer) -> dict[str, np.ndarray]:
     """The model's weights as Google's arrays (float32, flax names and layouts)."""
     if model.cfg.fc_norm:
-        raise ValueError("Google's .npz layout has no fc_norm (MAE-style pooled norm): the model cannot be exported")
+        raise BadValue("Google's .npz layout has no fc_norm (MAE-style pooled norm): the model cannot be exported")
     if model.cfg.layer_scale_init is not None or model.cfg.num_register_tokens:
-        raise ValueError(
+        raise BadValue(
             "Google's .npz layout has no LayerScale or register tokens (DINOv2): save this model with "
             "torch.save(model.state_dict(), path) instead"
         )

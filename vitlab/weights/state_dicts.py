@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from vitlab.configs import IMAGENET_MEAN, IMAGENET_STD
+from vitlab.errors import BadValue, MissingFile
 from vitlab.model import VisionTransformer
 from vitlab.weights import dinov2
 from vitlab.weights.convert import timm_to_vitlab, torchvision_to_vitlab, vitlab_to_timm, vitlab_to_torchvision
@@ -44,7 +45,7 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a `.pth` / `.pt` / `.bin` (weights only) or `.safetensors` file, unwrapped."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path (python -m vitlab.download --list)")
+        raise MissingFile(f"checkpoint {path} does not exist: check the path (python -m vitlab.download --list)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes), an interrupted download: fetch it again")
     if path.suffix.lower() == ".safetensors":
@@ -129,7 +130,7 @@ def to_vitlab_state_dict(
     """Rename to vitlab's keys: returns (state dict, {vitlab key: the file's own key name} for messages)."""
     layout = layout or detect_layout(state_dict)
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        raise BadValue(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     renamed = _TO_VITLAB[layout](state_dict)
     # Names the file uses (or would use, for keys it lacks), so errors speak the file's language.
     model_keys = list(model.state_dict())
