@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -28,6 +29,13 @@ def test_resnet20_has_the_papers_layers_parameters_and_compute():
     assert 40.5e6 < forward_flops(model, 32) / 2 < 41.5e6
     features = model.forward_features(torch.zeros(2, 3, 32, 32))
     assert features.shape == (2, 64, 8, 8)
+    # Channels-last is a layout, not another model: the same layers in the usual layout, in float64, agree.
+    assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    usual = copy.deepcopy(model).double().to(memory_format=torch.contiguous_format).eval()
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = usual.forward_head(usual.stages(usual.stem(images.double())))  # without forward_features' layout
+        torch.testing.assert_close(model.eval()(images), expected.float(), rtol=1e-4, atol=1e-5)
 
 
 def test_every_parameter_gets_a_gradient_and_the_head_resets_to_zero():

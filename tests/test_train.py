@@ -292,6 +292,19 @@ def test_adamw_decays_weights_but_not_embeddings_norms_or_biases(tmp_path):
     assert {"patch_embed.proj.weight", "head.weight", "encoder.blocks.0.attn.to_qkv.weight"} <= decayed
 
 
+def test_nesterov_is_sgd_with_nesterov_momentum_step_for_step(tmp_path):
+    """One step against the formula PyTorch documents for Nesterov: v = mu v + g + wd w; w -= lr (g + wd w + mu v)."""
+    model = torch.nn.Linear(3, 2)
+    start = model.weight.detach().clone()
+    optimizer = build_optimizer(_cfg(tmp_path, optimizer="nesterov", weight_decay=5e-4), model, torch.device("cpu"))
+    assert all(group["nesterov"] and group["momentum"] == 0.9 for group in optimizer.param_groups)
+    model(torch.ones(4, 3)).square().sum().backward()
+    grad = model.weight.grad + 5e-4 * start
+    optimizer.step()
+    lr = optimizer.param_groups[0]["lr"]
+    torch.testing.assert_close(model.weight.detach(), start - lr * (grad + 0.9 * grad))  # first step: v = g
+
+
 @pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
 def test_auto_precision_uses_bf16_only_where_the_gpu_has_it(monkeypatch, capability, expected):
     from vitlab.training.devices import resolve_precision

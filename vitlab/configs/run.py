@@ -16,7 +16,7 @@ from vitlab.errors import IsAFolder, MissingFile
 
 DATASET_NAMES = ("cifar10", "cifar100", "synthetic", "folder")
 DECAY_TYPES = ("cosine", "linear")
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "nesterov", "adamw")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 INITS = ("pretrained", "random")  # where a run's weights start: pretrained_dir's, or random ones (the control)
 # The augmentation recipes: each name and the steps of its training transform, in order. vitlab.data builds
@@ -81,7 +81,7 @@ class VITConfig:
     ddp_timeout: float = 600.0  # seconds a torchrun process waits for the others before the job fails (torch: 1800)
     seed: int = 42  # seeds model init, data order and augmentation
     gradient_accumulation_steps: int = 1  # split each optimiser step into this many forward/backward passes
-    optimizer: str = "sgd"  # "sgd" (fine-tuning protocol) or "adamw" (training from scratch)
+    optimizer: str = "sgd"  # "sgd" (fine-tuning protocol), "nesterov" (SGD, Nesterov momentum) or "adamw" (scratch)
     momentum: float = 0.9  # SGD momentum; AdamW uses it as beta1
     precision: str = "auto"  # "bf16", "fp16" (with a gradient scaler), "fp32"; "auto": bf16/fp16 on GPU, fp32 on CPU
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 helps small ViTs trained from scratch)

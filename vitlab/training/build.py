@@ -169,7 +169,8 @@ def backbone_features(model, dataset: Dataset, cfg: VITConfig, device, precision
 
 
 def build_optimizer(cfg: VITConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """SGD with momentum (fine-tuning) or AdamW without decay on biases, norms and embeddings (scratch).
+    """SGD with momentum (fine-tuning; "nesterov": Nesterov's form, the CNN's) or AdamW without decay on biases,
+    norms and embeddings (scratch).
 
     With `head_learning_rate` the head's parameters are groups of their own at that rate; the schedule
     scales every group alike.
@@ -183,7 +184,7 @@ def build_optimizer(cfg: VITConfig, model: torch.nn.Module, device: torch.device
                  ([(n, p) for n, p in trained if n.startswith("head.")], cfg.head_learning_rate)]  # fmt: skip
     groups = []
     for named, rate in parts:
-        if cfg.optimizer == "sgd":
+        if cfg.optimizer in ("sgd", "nesterov"):
             groups.append({"params": [p for _, p in named], "lr": rate, "weight_decay": cfg.weight_decay})
             continue
         decays = [p.ndim >= 2 and not any(name in n for name in no_decay_names) for n, p in named]
@@ -191,8 +192,9 @@ def build_optimizer(cfg: VITConfig, model: torch.nn.Module, device: torch.device
         groups += [{"params": decay, "lr": rate, "weight_decay": cfg.weight_decay},
                    {"params": no_decay, "lr": rate, "weight_decay": 0.0}]  # fmt: skip
     groups = [group for group in groups if group["params"]]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, **fused)
+    if cfg.optimizer in ("sgd", "nesterov"):
+        nesterov = cfg.optimizer == "nesterov"
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=nesterov, **fused)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.momentum, 0.999), **fused)
 
 
