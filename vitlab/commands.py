@@ -1,25 +1,31 @@
 """What every `python -m vitlab.<command>` shares: a mistake ends the command with one `error:` line.
 
 A command line that cannot be parsed (an unknown flag, a missing value, a value that a flag's argparse
-type refuses) exits with status 2, any other bad input (a missing file, a config value of the wrong type
-or out of range, no network) with status 1; none prints a traceback. Ctrl-C is a stop the user asked for,
-not an error: `stopped: ...` and status 130. Warnings print as one `warning: ...` line, without the source
-line Python adds. Errors that are not the user's (bugs) still show their traceback.
+type refuses) exits with status 2; any other bad input (a missing file, a config value of the wrong type
+or out of range, no network) is one of vitlab's own errors (`vitlab.errors.VitlabError`) and exits with
+status 1; neither prints a traceback (`VITLAB_DEBUG=1` shows one for vitlab's errors too). Any other
+error is a bug, in vitlab or in the user's own model, dataset or transform: its full traceback is printed,
+then a line that says so and where to report it, and the status is 1. Ctrl-C is a stop the user asked
+for, not an error: `stopped: ...` and status 130. Warnings print as one `warning: ...` line, without the
+source line Python adds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 
-from vitlab.errors import BadValue
+from vitlab.errors import BadValue, VitlabError
 
-# What bad input raises: files that are missing, unreadable or not what they should be (OSError,
-# which includes ConnectionError), values out of range or of the wrong kind (ValueError, TypeError),
-# an optional package that is not installed (ImportError, whose message says what to install).
-USER_ERRORS = (OSError, ValueError, TypeError, ImportError)
+ISSUES = "https://github.com/vitlab/vitlab/issues"  # pyproject.toml's [project.urls] Issues
+BUG_LINE = (
+    "this looks like a bug, in vitlab or in your own code (model, dataset, transform): if the traceback above "
+    f"ends in vitlab, please report it with that traceback at {ISSUES}"
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -87,7 +93,7 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Call `main(argv)`; bad input becomes `error: ...` on stderr and the exit status (see the module)."""
+    """Call `main(argv)`; vitlab's errors become `error: ...`, others a traceback and the bug line (see the module)."""
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
@@ -95,7 +101,13 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     except KeyboardInterrupt as interrupt:  # asked for, not an error; the trainer's says what it saved, how to resume
         print(f"stopped: {describe(interrupt) if interrupt.args else 'interrupted (Ctrl-C)'}", file=sys.stderr)
         return 130
-    except USER_ERRORS as error:
+    except VitlabError as error:
+        if os.environ.get("VITLAB_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
         print(f"error: {describe(error)}", file=sys.stderr)
+        return 1
+    except Exception:  # a bug: its file and line are what the person who fixes it needs
+        traceback.print_exc()
+        print(BUG_LINE, file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0

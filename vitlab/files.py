@@ -14,7 +14,7 @@ from vitlab.errors import FileError
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left, disk quota exceeded
 
 
-class DiskFullError(OSError):
+class DiskFullError(FileError):
     """A write failed because the disk (or the user's quota) is full; the message names the path."""
 
     def __init__(self, message: str):

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vitlab.errors import IsAFolder, MissingFile
+from vitlab.errors import BadValue, IsAFolder, MissingFile
 
 # Pillow's modes of 16-bit grey images (PNG, TIFF); "I" is its 32-bit mode, which older versions used for them.
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(BadValue):
     """An image file that cannot be decoded (empty, truncated, not an image); the message names the file."""
 
 

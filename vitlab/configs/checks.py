@@ -6,6 +6,8 @@ import dataclasses
 import math
 from collections.abc import Collection
 
+from vitlab.errors import BadType, BadValue
+
 
 def check_types(config) -> None:
     """Every field of dataclass `config` holds a value of its annotated type (ints may stand for floats).
@@ -45,7 +47,7 @@ def type_error(annotation: str, value) -> str | None:
     return description + (" or None" if "None" in annotation else "")
 
 
-class ConfigError(TypeError, ValueError):
+class ConfigError(BadType, BadValue):
     """A config field with a value of the wrong type or out of range (both a TypeError and a ValueError)."""
 
 

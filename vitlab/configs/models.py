@@ -78,6 +78,33 @@ class ModelConfig:
             raise BadValue(
                 f"unknown gelu_approximate {self.gelu_approximate!r}: choose one of {', '.join(GELU_APPROXIMATIONS)}"
             )
+        if self.architecture == "vit":
+            self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        """The sizes a ViT needs to divide evenly, checked here so a command refuses them in one line.
+
+        vitlab/model.py checks the same when it builds the layers (it is meant to run on its own too).
+        """
+        if self.img_size % self.patch_size != 0:
+            raise BadValue(
+                f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}: choose an image size "
+                f"that is a multiple of {self.patch_size} (e.g. {self.img_size // self.patch_size * self.patch_size})"
+            )
+        if self.hidden_size % self.num_heads != 0:
+            raise BadValue(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}: choose a number of "
+                "heads that divides the width"
+            )
+        if self.resnet_layers:  # () builds the plain ViT, as None does
+            if min(self.resnet_layers) < 1:
+                raise BadValue(f"resnet_layers must be a non-empty tuple of unit counts >= 1, got {self.resnet_layers}")
+            stride = 4 * 2 ** (len(self.resnet_layers) - 1)  # vitlab.hybrid: the stem divides by 4, each stage by 2
+            if self.patch_size != stride:
+                raise BadValue(
+                    f"patch_size {self.patch_size} does not match the ResNet's stride {stride} for "
+                    f"resnet_layers={self.resnet_layers}: use patch_size={stride}"
+                )
 
     @property
     def num_patches(self) -> int:

@@ -16,6 +16,7 @@ import socket
 import time
 from pathlib import Path
 
+from vitlab.errors import AlreadyExists
 from vitlab.files import disk_full_cause, disk_full_error
 
 LOCK_NAME = "run.lock"
@@ -24,7 +25,7 @@ FREE_SPACE = "free some space there and run the command again, or choose another
 FRESH_LOCK_SECONDS = 10  # an empty lock younger than this is being written by a process that just created it
 
 
-class RunFolderBusy(FileExistsError):
+class RunFolderBusy(AlreadyExists):
     """Another live process holds the run folder."""
 
 

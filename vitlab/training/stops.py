@@ -7,12 +7,14 @@ import shlex
 import signal
 import threading
 
+from vitlab.errors import BadValue
+
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped the run after `last.pt` was saved; the message says how to resume."""
 
 
-class NonFiniteLossError(ValueError):
+class NonFiniteLossError(BadValue):
     """The loss became NaN or infinite; the run stopped without saving the broken weights."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from vitlab.errors import BadValue
 
-class CheckpointError(ValueError):
+
+class CheckpointError(BadValue):
     """A checkpoint that cannot be loaded into the model; the message says why and what to do."""
 
 
