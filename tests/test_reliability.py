@@ -280,7 +280,13 @@ def _uninterrupted(tmp_path, args) -> Path:
     return work / "Model" / "run"
 
 
-def test_kill_between_the_two_checkpoint_writes_then_resume(tmp_path, synthetic_cifar):
+@pytest.fixture(scope="module")
+def uninterrupted_12(tmp_path_factory, synthetic_cifar) -> Path:
+    """The run folder of `_cli_args(steps=12)` run to the end, for the tests that kill that command."""
+    return _uninterrupted(tmp_path_factory.mktemp("twelve"), _cli_args(synthetic_cifar, steps=12))
+
+
+def test_kill_between_the_two_checkpoint_writes_then_resume(tmp_path, synthetic_cifar, uninterrupted_12):
     """kill -9 right after best.pt of step 8 is written and before last.pt is: the resumed run continues from it."""
     script = (
         "import importlib, os, signal, sys\n"
@@ -306,7 +312,49 @@ def test_kill_between_the_two_checkpoint_writes_then_resume(tmp_path, synthetic_
     assert "removed the stale lock of process" in done.stdout
     last = load_checkpoint(run_dir / "last.pt")
     assert last["step"] == 12 and last["best_step"] == load_checkpoint(run_dir / "best.pt")["step"]
-    assert _same_weights(last["model"], _weights(_uninterrupted(tmp_path, args) / "last.pt"))
+    assert _same_weights(last["model"], _weights(uninterrupted_12 / "last.pt"))
+
+
+def test_kill_during_the_write_of_last_pt_then_resume_continues_bit_exactly(
+    tmp_path, synthetic_cifar, uninterrupted_12
+):
+    """kill -9 with half of step 8's last.pt in its temporary file: the resume removes that file, saying so in one
+    line, continues from what was saved whole, and ends with the weights of the uninterrupted run."""
+    script = (
+        "import contextlib, importlib, os, signal, sys\n"
+        "checkpoint = importlib.import_module('vitlab.weights.checkpoint')\n"
+        "real = checkpoint.atomic_write\n"
+        "@contextlib.contextmanager\n"
+        "def write(path, mode='wb'):\n"
+        "    with real(path, mode) as f:\n"
+        "        yield f\n"
+        "        if path.name == 'last.pt' and os.environ.get('STEP') == '8':\n"
+        "            f.flush(); f.truncate(f.tell() // 2)  # the write got half way\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "checkpoint.atomic_write = write\n"
+        "t = importlib.import_module('vitlab.train')\n"
+        "real_save = t.save_checkpoint\n"
+        "def save(path, state):\n"
+        "    os.environ['STEP'] = str(state['step'])\n"
+        "    return real_save(path, state)\n"
+        "t.save_checkpoint = save\n"
+        "t.main(sys.argv[1:])\n"
+    )
+    args = _cli_args(synthetic_cifar, steps=12)
+    killed = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, env=ENV, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = tmp_path / "Model" / "run"
+    [half] = run_dir.glob(".last.pt.*.tmp")
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 4  # the one before is whole
+    done = subprocess.run([sys.executable, "-m", "vitlab.train", *args, "--resume"], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("removed .")]
+    assert line.startswith(f"removed {half.name} (") and line.endswith("left by writes that were interrupted")
+    assert not half.exists() and not list(run_dir.glob(".*.tmp"))
+    last = load_checkpoint(run_dir / "last.pt")
+    assert last["step"] == 12 and last["best_step"] == load_checkpoint(run_dir / "best.pt")["step"]
+    assert _same_weights(last["model"], _weights(uninterrupted_12 / "last.pt"))
 
 
 @pytest.mark.slow

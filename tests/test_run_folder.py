@@ -62,4 +62,22 @@ def test_sweep_removes_the_runs_own_temporaries_only(tmp_path, capsys):
         path.write_bytes(b"x" * 1000)
     assert sorted(sweep_temporaries(tmp_path)) == sorted(ours)
     assert sorted(tmp_path.iterdir()) == sorted(theirs)
-    assert "removed .last.pt.k2j3h4.tmp" in capsys.readouterr().out
+    [line] = capsys.readouterr().out.splitlines()  # one line for all of them
+    assert line.startswith("removed .best.pt.abc.tmp (0.0 MiB), ") and ".last.pt.k2j3h4.tmp (0.0 MiB)" in line
+    assert line.endswith(f" from {tmp_path}: left by writes that were interrupted")
+    assert sweep_temporaries(tmp_path) == [] and capsys.readouterr().out == ""  # nothing to say: no line
+
+
+def test_sweep_removes_a_half_written_hparams_file_from_the_tensorboard_folder(tmp_path, capsys):
+    from vitlab.training.logs import HPARAMS_FILE
+
+    run_dir, log_dir = tmp_path / "Model" / "r", tmp_path / "TB_log" / "r"
+    for folder in (run_dir, log_dir):
+        folder.mkdir(parents=True)
+    half = log_dir / f".{HPARAMS_FILE}.k2j3.tmp"  # TensorBoard would read it: its name holds "tfevents"
+    half.write_bytes(b"x" * 100)
+    (log_dir / "events.out.tfevents.123.host").write_bytes(b"")  # the SummaryWriter's own file stays
+    (run_dir / ".last.pt.q1.tmp").write_bytes(b"x")
+    assert sweep_temporaries(run_dir, log_dir) == [run_dir / ".last.pt.q1.tmp", half]
+    assert [p.name for p in log_dir.iterdir()] == ["events.out.tfevents.123.host"]
+    assert capsys.readouterr().out.count("\n") == 1

@@ -176,7 +176,7 @@ def _train(cfg: VITConfig, train_set, val_set, test_set, model, notes) -> dict:
         with claim(run.run_dir):  # the main process holds the run folder while it trains
             if run.resume_state is None and (run.run_dir / "last.pt").exists():  # it came while we set up
                 raise AlreadyExists(f"run folder {run.run_dir} got another run's checkpoints: choose another --name")
-            sweep_temporaries(run.run_dir)
+            sweep_temporaries(run.run_dir, run.tb_dir)
             if run.damaged_best is not None:
                 set_aside(run.damaged_best)
             write_config(run)

@@ -21,6 +21,7 @@ from vitlab.files import disk_full_cause, disk_full_error
 
 LOCK_NAME = "run.lock"
 RUN_FILES = ("best.pt", "last.pt", "config.json", "config.before_step_*.json")  # written with `atomic_write`
+LOG_FILES = ("events.out.tfevents.*",)  # in the TensorBoard folder: the hparams events (vitlab.training.logs)
 FREE_SPACE = "free some space there and run the command again, or choose another --output_dir"
 FRESH_LOCK_SECONDS = 10  # an empty lock younger than this is being written by a process that just created it
 
@@ -111,15 +112,24 @@ def claim(run_dir: str | os.PathLike):
             path.unlink(missing_ok=True)
 
 
-def sweep_temporaries(run_dir: str | os.PathLike) -> list[Path]:
-    """Delete the run's own half-written files (`.best.pt.*.tmp`, ...); returns what was removed."""
-    run_dir = Path(run_dir)
-    removed = []
-    for name in RUN_FILES:
-        for path in run_dir.glob(f".{name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                size = path.stat().st_size
-                path.unlink()
-                removed.append(path)
-                print(f"removed {path.name} ({size / 2**20:.1f} MiB), left by a write that was interrupted")
+def sweep_temporaries(run_dir: str | os.PathLike, log_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Delete the run's own half-written files (`.last.pt.*.tmp`, ...), saying so in one line; returns them.
+
+    `atomic_write` removes its temporary file when a write fails, but not when the process is killed
+    mid-write; such a file is never read again, and in the TensorBoard folder (`log_dir`) a half-written
+    event file would be read as one.
+    """
+    places = [(Path(run_dir), RUN_FILES)] + ([(Path(log_dir), LOG_FILES)] if log_dir is not None else [])
+    removed, described = [], []
+    for folder, names in places:
+        for name in names:
+            for path in sorted(folder.glob(f".{name}.*.tmp")):
+                with contextlib.suppress(OSError):
+                    size = path.stat().st_size
+                    path.unlink()
+                    removed.append(path)
+                    described.append(f"{path.name} ({size / 2**20:.1f} MiB)")
+    if removed:
+        where = ", ".join(sorted({str(path.parent) for path in removed}))
+        print(f"removed {', '.join(described)} from {where}: left by writes that were interrupted")
     return removed
