@@ -103,7 +103,53 @@ def test_cli_errors_are_clear(tmp_path, png, capsys):
     assert main([str(png), "--checkpoint", str(tmp_path / "missing.pt")]) == 1
     assert "does not exist" in capsys.readouterr().err
     npz = write_google_npz(tmp_path / "w.npz", Arch(patch=8, width=32, depth=2, heads=2, mlp=64, img_size=32))
-    assert main([str(tmp_path / "nope.png"), "--model_type", "ViT-Test", "--checkpoint", str(npz)]) == 1
-    assert "nope.png does not exist" in capsys.readouterr().err
+    assert main([str(png), str(tmp_path / "nope.png"), "--model_type", "ViT-Test", "--checkpoint", str(npz)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [f"error: image {tmp_path / 'nope.png'} does not exist"]  # one line
     assert main([str(png), "--model_type", "ViT-B_16", "--checkpoint", str(npz)]) == 1  # 768 wide, file 32
-    assert "choose the preset that matches the checkpoint" in capsys.readouterr().err
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"error: checkpoint {npz} does not fit the preset ViT-B_16: its weights have width 32, 2 blocks, MLP 64, "
+        "patch 8, the preset width 768, 12 blocks, MLP 3072, patch 16; it fits ViT-Test: give --model_type ViT-Test"
+    )
+
+
+def test_a_state_dict_of_another_width_names_the_assumed_preset_and_those_that_fit(tmp_path, png, capsys):
+    path = tmp_path / "small.pth"
+    torch.save(create_model("ViT-Ti_16", num_classes=10, img_size=32).state_dict(), path)
+    assert main([str(png), "--checkpoint", str(path)]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: checkpoint {path} does not fit the preset ViT-B_16 (assumed: no --model_type was ")
+    assert "its weights have width 192, 12 blocks, MLP 768, patch 16" in line
+    assert line.endswith("it fits ViT-Ti_16: give --model_type ViT-Ti_16")
+    assert main([str(png), "--checkpoint", str(path), "--model_type", "ViT-Ti_16"]) == 0  # the fix works
+    torch.save(create_model("ViT-Test", num_classes=10, num_layers=3).state_dict(), path)  # no preset has 3 blocks
+    assert main([str(png), "--checkpoint", str(path), "--model_type", "ViT-Test"]) == 1
+    assert "no preset has its sizes: build the model in Python" in capsys.readouterr().err
+
+
+def test_presets_of_shape_compare_width_depth_mlp_and_patch():
+    from vitlab.configs import presets_of_shape
+
+    assert presets_of_shape(384, 12, 1536, 16) == ["ViT-S_16"]
+    assert presets_of_shape(384, 12, 1536, 14) == ["dinov2_vits14", "dinov2_vits14_reg"]
+    assert presets_of_shape(768, 12, 3072, None) == ["R50-ViT-B_16"]  # None: tokens from a ResNet stem
+    assert presets_of_shape(384, 7, 1536, 16) == []
+
+
+def test_evaluate_refuses_a_model_type_that_disagrees_with_the_runs_checkpoint(tmp_path, capsys):
+    from vitlab import commands
+    from vitlab.configs import get_experiment
+    from vitlab.evaluate import main as evaluate_main
+
+    model = create_model("ViT-Test", num_classes=10)
+    checkpoint = save_checkpoint(tmp_path / "best.pt", {
+        "model": model.state_dict(), "model_config": dataclasses.asdict(model.cfg), "step": 2,
+        "config": get_experiment("smoke", data_dir=str(tmp_path / "none")).to_dict(),
+    })  # fmt: skip
+    assert commands.run(evaluate_main, ["--checkpoint", str(checkpoint), "--model_type", "ViT-B_16"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"error: --model_type ViT-B_16 disagrees with {checkpoint}, the checkpoint of a ViT-Test run: leave "
+        "--model_type out (a run's checkpoint records its model) or give a checkpoint of that model"
+    )

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
         required=True,
         help="best.pt or last.pt of python -m vitlab.train, or published weights (.npz, .pth, .bin, .safetensors)",
     )
-    parser.add_argument("--model_type", help="published weights only: the architecture (e.g. vit_b_32)")
+    parser.add_argument("--model_type", help="published weights: the architecture (e.g. vit_b_32); a run's "
+                        "checkpoint records its own")  # fmt: skip
     parser.add_argument(
         "--dataset", choices=DATASET_NAMES, help="default: the run's dataset; 'folder' for published weights"
     )
@@ -219,9 +220,10 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
         # torchvision's and timm's ImageNet evaluation: resize to 256, centre crop 224.
         base = dict(dataset="folder", model_type=args.model_type, img_size=model.cfg.img_size, crop_pct=0.875)
         return model, class_names, VITConfig(**{**base, **overrides}), None, None
-    from vitlab.weights.checkpoint import load_checkpoint, model_from_state
+    from vitlab.weights.checkpoint import check_model_type, load_checkpoint, model_from_state
 
     state = load_checkpoint(args.checkpoint)  # read once: a ViT-B last.pt with its optimiser is about 1 GB
+    check_model_type(state, args.checkpoint, args.model_type)
     cfg = VITConfig.from_dict(state.get("config", {})).replace(**overrides)
     model, class_names = model_from_state(state, args.checkpoint), state.get("class_names")
     if args.labels:

@@ -107,10 +107,71 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def npz_shape(arrays: dict) -> tuple | None:
+    """(width, encoder blocks, MLP width, patch size or None for a hybrid) of Google's arrays; None if unsure."""
+    try:
+        kernel = arrays["embedding/kernel"]  # (p, p, C, D)
+        mlp_dim = arrays["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[1]  # (D, mlp)
+    except KeyError:
+        return None
+    blocks = {key.split("/")[1] for key in arrays if key.startswith("Transformer/encoderblock_")}
+    patch = None if "conv_root/kernel" in arrays else int(kernel.shape[0])
+    return int(kernel.shape[-1]), len(blocks), int(mlp_dim), patch
+
+
+def state_dict_shape(state: dict) -> tuple | None:
+    """`npz_shape` for weights in vitlab's key names (`patch_embed.proj.weight`, `encoder.blocks.N...`)."""
+    try:
+        kernel = state["patch_embed.proj.weight"]  # (D, C, p, p)
+        mlp_dim = state["encoder.blocks.0.mlp.fc1.weight"].shape[0]  # (mlp, D)
+    except KeyError:
+        return None
+    blocks = {key.split(".")[2] for key in state if key.startswith("encoder.blocks.")}
+    hybrid = any(key.startswith("patch_embed.backbone.") for key in state)
+    return int(kernel.shape[0]), len(blocks), int(mlp_dim), None if hybrid else int(kernel.shape[-1])
+
+
+def check_preset_fits(model_type: str, shape: tuple | None, path, assumed: bool = False) -> None:
+    """Refuse weights whose sizes are not those of preset `model_type`, naming the presets they fit.
+
+    Compared before any model is built: a ViT-S file given to the default ViT-B_16 is named as such,
+    with ViT-S_16 (or whichever preset has its width, depth, MLP and patch) as the fix.
+    """
+    from vitlab.configs import get_model_config, presets_of_shape
+    from vitlab.weights.errors import CheckpointError
+
+    preset = get_model_config(model_type)
+    ours = (preset.hidden_size, preset.num_layers, preset.mlp_dim, None if preset.resnet_layers else preset.patch_size)
+    if shape is None or preset.architecture != "vit" or shape == ours:
+        return
+
+    def sizes(width, blocks, mlp_dim, patch):
+        return f"width {width}, {blocks} blocks, MLP {mlp_dim}, " + (
+            "a ResNet stem" if patch is None else f"patch {patch}"
+        )
+
+    which = f"{model_type} (assumed: no --model_type was given)" if assumed else model_type
+    fits = presets_of_shape(*shape)
+    fix = (f"it fits {', '.join(fits)}: give --model_type {fits[0]}" if fits
+           else "no preset has its sizes: build the model in Python with vitlab.create_model(name, hidden_size=..., "
+                "num_layers=..., mlp_dim=...) and load the file with vitlab.load_pretrained")  # fmt: skip
+    raise CheckpointError(
+        f"checkpoint {path} does not fit the preset {which}: its weights have {sizes(*shape)}, the preset "
+        f"{sizes(*ours)}; {fix}"
+    )
+
+
 def model_from_npz(
-    model_type: str, path: str | os.PathLike, num_classes: int | None = None, img_size: int | None = None
+    model_type: str,
+    path: str | os.PathLike,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    assumed: bool = False,
 ) -> VisionTransformer:
-    """Build `model_type` shaped like Google's checkpoint at `path` (grid, classes, pooling) and load it."""
+    """Build `model_type` shaped like Google's checkpoint at `path` (grid, classes, pooling) and load it.
+
+    `assumed`: the caller chose `model_type` as a default, not the user; an error then says so.
+    """
     from vitlab.factory import create_model
     from vitlab.weights.fetch import fetch_if_missing
     from vitlab.weights.load import load_pretrained
@@ -124,6 +185,7 @@ def model_from_npz(
             f"checkpoint {path} is not a Google ViT .npz: it lacks {', '.join(k for k in needed if k not in arrays)} "
             f"(its arrays: {found}); give one of the files `python -m vitlab.download --list` names"
         )
+    check_preset_fits(model_type, npz_shape(arrays), path, assumed)
     overrides = {}
     if "cls" not in arrays:  # Google's "gap" models: mean of the patch tokens, no class token
         overrides.update(classifier="gap", class_token=False)
@@ -158,10 +220,14 @@ def default_class_names(model: VisionTransformer) -> list[str] | None:
 
 
 def model_from_state_dict(
-    model_type: str, path: str | os.PathLike, num_classes: int | None = None, img_size: int | None = None
+    model_type: str,
+    path: str | os.PathLike,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    assumed: bool = False,
 ) -> VisionTransformer:
     """Build `model_type` shaped like the PyTorch weights at `path` (timm's, torchvision's or vitlab's key names:
-    image size from the position embeddings, classes from the head) and load them."""
+    image size from the position embeddings, classes from the head) and load them; `assumed` as for `model_from_npz`."""
     from vitlab.factory import create_model
     from vitlab.weights.convert import timm_to_vitlab, torchvision_to_vitlab
     from vitlab.weights.load import load_pretrained
@@ -175,6 +241,7 @@ def model_from_state_dict(
     if img_size is None and "pos_embed" in state and "patch_embed.proj.weight" in state:
         num_patches = state["pos_embed"].shape[1] - (1 if "cls_token" in state else 0)
         img_size = int(round(num_patches**0.5)) * int(state["patch_embed.proj.weight"].shape[-1])
+    check_preset_fits(model_type, state_dict_shape(state), path, assumed)
     del state
     model = create_model(model_type, num_classes=num_classes, img_size=img_size)
     load_pretrained(model, path, verbose=False)
@@ -182,12 +249,16 @@ def model_from_state_dict(
 
 
 def model_from_weights(
-    model_type: str, path: str | os.PathLike, num_classes: int | None = None, img_size: int | None = None
+    model_type: str,
+    path: str | os.PathLike,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    assumed: bool = False,
 ) -> VisionTransformer:
     """`model_type` with published weights: Google's `.npz` or a PyTorch state dict (`.pth`, `.bin`, `.safetensors`)."""
     if Path(path).suffix.lower() == ".npz":
-        return model_from_npz(model_type, path, num_classes, img_size)
-    return model_from_state_dict(model_type, path, num_classes, img_size)
+        return model_from_npz(model_type, path, num_classes, img_size, assumed)
+    return model_from_state_dict(model_type, path, num_classes, img_size, assumed)
 
 
 def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -201,6 +272,8 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
             if not images:
                 raise MissingFile(f"folder {path} holds no images ({' '.join(IMAGE_EXTENSIONS)})")
             found += images
+        elif not path.is_file():  # found out before the model is loaded, and said once
+            raise MissingFile(f"image {path} does not exist")
         else:
             found.append(path)
     return found
@@ -233,11 +306,13 @@ def _main(argv: list[str] | None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     device = commands.check_device(args.device)
+    images = image_files(args.images)
     model, class_names = _load(args)
     model.to(device)
-    for image in image_files(args.images):
+    for image in images:
+        top = predict(model, image, args.top_k, class_names)  # before its name: an unreadable image is one line
         print(image)
-        for rank, (label, probability) in enumerate(predict(model, image, args.top_k, class_names), start=1):
+        for rank, (label, probability) in enumerate(top, start=1):
             print(f"  {rank}. {label:<30} {100 * probability:6.2f}%")
     return 0
 
@@ -245,20 +320,15 @@ def _main(argv: list[str] | None) -> int:
 def _load(args) -> tuple[VisionTransformer, list[str] | None]:
     checkpoint = Path(args.checkpoint)
     if checkpoint.suffix.lower() in WEIGHT_SUFFIXES:
-        model = model_from_weights(args.model_type or "ViT-B_16", checkpoint, args.num_classes, args.img_size)
+        assumed = args.model_type is None
+        model = model_from_weights(args.model_type or "ViT-B_16", checkpoint, args.num_classes, args.img_size, assumed)
         class_names = None if args.labels else default_class_names(model)
     else:
-        from vitlab.configs import resolve_model_name
-        from vitlab.weights.checkpoint import load_checkpoint, model_from_state
+        from vitlab.weights.checkpoint import check_model_type, load_checkpoint, model_from_state
 
         state = load_checkpoint(checkpoint)
+        check_model_type(state, checkpoint, args.model_type)
         model, class_names = model_from_state(state, checkpoint), state.get("class_names")
-        recorded = (state.get("config") or {}).get("model_type")
-        if args.model_type and recorded and resolve_model_name(args.model_type) != resolve_model_name(recorded):
-            raise BadValue(
-                f"--model_type {args.model_type} disagrees with {checkpoint}, the checkpoint of a {recorded} run: "
-                "leave --model_type out (a run's checkpoint records its model) or give a checkpoint of that model"
-            )
     if args.labels:
         class_names = read_labels(args.labels)
     return model, class_names

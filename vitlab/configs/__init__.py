@@ -32,6 +32,7 @@ from vitlab.configs.models import (
     ModelConfig,
     get_model_config,
     list_models,
+    presets_of_shape,
     resolve_model_name,
 )
 from vitlab.configs.resume import CHANGEABLE_ON_RESUME, IDENTITY_FIELDS, resume_config
@@ -78,6 +79,7 @@ __all__ = [
     "get_model_config",
     "list_models",
     "load_config",
+    "presets_of_shape",
     "resolve_model_name",
     "resume_config",
     "scaled_warmup",

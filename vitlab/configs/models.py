@@ -245,6 +245,20 @@ def resolve_model_name(name: str) -> str:
     raise BadValue(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
 
 
+def presets_of_shape(hidden_size: int, num_layers: int, mlp_dim: int, patch_size: int | None) -> list[str]:
+    """The ViT presets with these sizes, e.g. for weights that do not fit the preset a command assumed.
+
+    `patch_size` None stands for a hybrid, whose tokens come from a ResNet rather than pixel patches.
+    """
+    return [
+        name
+        for name, cfg in PRESETS.items()
+        if cfg.architecture == "vit"
+        and (cfg.hidden_size, cfg.num_layers, cfg.mlp_dim) == (hidden_size, num_layers, mlp_dim)
+        and (None if cfg.resnet_layers else cfg.patch_size) == patch_size
+    ]
+
+
 def list_models() -> list[str]:
     """Every preset name, then every alias."""
     return list(PRESETS) + list(ALIASES)

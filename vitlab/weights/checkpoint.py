@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from vitlab.cnn import CifarResNet
-from vitlab.configs import ModelConfig
+from vitlab.configs import ModelConfig, resolve_model_name
 from vitlab.errors import BadValue, IsAFolder, MissingFile
 from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
@@ -65,6 +65,20 @@ def model_from_checkpoint(
     """Rebuild the model saved by the trainer: returns (model in eval mode, class names or None)."""
     state = load_checkpoint(path, map_location=map_location)
     return model_from_state(state, path), state.get("class_names")
+
+
+def check_model_type(state: dict, path: str | os.PathLike, model_type: str | None) -> None:
+    """Refuse a command's `--model_type` that disagrees with the model a run's checkpoint records.
+
+    The checkpoint decides the architecture (`model_from_state`); a flag naming another one would be
+    silently ignored, so the command stops and names both instead.
+    """
+    recorded = (state.get("config") or {}).get("model_type")
+    if model_type and recorded and resolve_model_name(model_type) != resolve_model_name(recorded):
+        raise BadValue(
+            f"--model_type {model_type} disagrees with {path}, the checkpoint of a {recorded} run: leave "
+            "--model_type out (a run's checkpoint records its model) or give a checkpoint of that model"
+        )
 
 
 def model_from_state(state: dict, path: str | os.PathLike = "the checkpoint") -> VisionTransformer:
