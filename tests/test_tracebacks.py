@@ -121,3 +121,32 @@ def test_the_bug_line_points_at_the_projects_issue_tracker():
     urls = dict(re.findall(r'^(Repository|Issues) = "([^"]+)"', pyproject, re.M))
     assert urls["Issues"] == commands.ISSUES == urls["Repository"] + "/issues"
     assert commands.ISSUES in commands.BUG_LINE
+
+
+@pytest.mark.parametrize(
+    "error", [MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore text")]
+)
+def test_running_out_of_memory_is_one_line_that_says_what_to_change(capsys, error):
+    def needs_more(argv):
+        raise error
+
+    assert commands.run(needs_more, []) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: out of memory (") and "use a smaller batch size" in line
+
+
+def test_the_systems_refusal_to_write_a_file_is_vitlabs_error_naming_it(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from vitlab.files import atomic_write
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", "/elsewhere/tmpname")
+
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(errors.FileError) as refused:
+        with atomic_write(tmp_path / "last.pt") as f:
+            f.write(b"x")
+    assert commands.describe(refused.value) == f"Read-only file system: {tmp_path / 'last.pt'}"
+    assert list(tmp_path.iterdir()) == []

@@ -3,11 +3,11 @@
 A command line that cannot be parsed (an unknown flag, a missing value, a value that a flag's argparse
 type refuses) exits with status 2; any other bad input (a missing file, a config value of the wrong type
 or out of range, no network) is one of vitlab's own errors (`vitlab.errors.VitlabError`) and exits with
-status 1; neither prints a traceback (`VITLAB_DEBUG=1` shows one for vitlab's errors too). Any other
-error is a bug, in vitlab or in the user's own model, dataset or transform: its full traceback is printed,
-then a line that says so and where to report it, and the status is 1. Ctrl-C is a stop the user asked
-for, not an error: `stopped: ...` and status 130. Warnings print as one `warning: ...` line, without the
-source line Python adds.
+status 1, and so does running out of memory (CPU or GPU); none prints a traceback (`VITLAB_DEBUG=1`
+shows one for vitlab's errors). Any other error is a bug, in vitlab or in the user's own model, dataset
+or transform: its full traceback is printed, then a line that says so and where to report it, and the
+status is 1. Ctrl-C is a stop the user asked for, not an error: `stopped: ...` and status 130. Warnings
+print as one `warning: ...` line, without the source line Python adds.
 """
 
 from __future__ import annotations
@@ -92,6 +92,20 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError or torch's OutOfMemoryError (a RuntimeError; torch is not imported for it here)."""
+    return isinstance(error, MemoryError) or any(kind.__name__ == "OutOfMemoryError" for kind in type(error).__mro__)
+
+
+def describe_out_of_memory(error: BaseException) -> str:
+    """Running out of memory is the machine's limit for this input, not a bug: what ran out and what to change."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (
+        f"out of memory ({first[:200]}): use a smaller batch size, image size or model; a training run keeps its "
+        "batch with a larger --gradient_accumulation_steps"
+    )
+
+
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Call `main(argv)`; vitlab's errors become `error: ...`, others a traceback and the bug line (see the module)."""
     try:
@@ -106,7 +120,10 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
             traceback.print_exc()
         print(f"error: {describe(error)}", file=sys.stderr)
         return 1
-    except Exception:  # a bug: its file and line are what the person who fixes it needs
+    except Exception as error:  # a bug: its file and line are what the person who fixes it needs
+        if out_of_memory(error):
+            print(f"error: {describe_out_of_memory(error)}", file=sys.stderr)
+            return 1
         traceback.print_exc()
         print(BUG_LINE, file=sys.stderr)
         return 1

@@ -78,7 +78,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     Readers see the old file or the new one, never half of one: an error or an interruption
     inside the block removes the temporary file and leaves `path` as it was. A full disk is a
     `DiskFullError` naming `path`, also when torch.save hides it in a RuntimeError; another failed
-    write is an OSError naming `path`.
+    write is a `FileError` (an OSError) naming `path`.
     """
     path = Path(path)
     tmp = None
@@ -97,6 +97,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
         if disk_full_cause(error) is not None:
             kept = " (the file there before is unchanged)" if path.exists() else ""
             raise disk_full_error(path, fix=f"free some space on that disk, or write to another one{kept}") from None
-        if isinstance(error, OSError) and error.filename is None and error.strerror:
-            raise FileError(error.errno, error.strerror, str(path)) from None  # a write error without a path
+        if isinstance(error, OSError) and not isinstance(error, FileError) and error.strerror:
+            # The system's refusal (permissions, a read-only disk, an I/O error) named with the path written.
+            raise FileError(error.errno, error.strerror, str(path)) from None
         raise

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitlab import commands
-from vitlab.errors import BadValue, MissingFile
+from vitlab.errors import BadValue, FileError, MissingFile
 from vitlab.images import read_image, to_rgb
 from vitlab.model import VisionTransformer
 
@@ -104,6 +104,8 @@ def read_labels(path: str | os.PathLike) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise BadValue(f"label file {path} is not UTF-8 text: give a text file with one class name per line") from None
+    except OSError as error:  # the system's refusal (permissions)
+        raise FileError(error.errno, error.strerror, str(path)) from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

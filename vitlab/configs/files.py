@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vitlab.configs.checks import ConfigError
 from vitlab.configs.run import VITConfig
-from vitlab.errors import BadValue, MissingFile
+from vitlab.errors import BadValue, FileError, MissingFile
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 # Written fresh for every run, so an exported experiment leaves it out: each run from the file gets its own name.
@@ -43,6 +43,8 @@ def load_config(path: str | os.PathLike) -> VITConfig:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text: save it as UTF-8 (YAML or JSON)") from None
+    except OSError as error:  # the system's refusal (permissions): vitlab's error, naming the file
+        raise FileError(error.errno, error.strerror, str(path)) from None
     if path.suffix.lower() == ".json":
         try:
             values = json.loads(text)

@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from vitlab.errors import AlreadyExists
+from vitlab.errors import AlreadyExists, FileError
 from vitlab.files import disk_full_cause, disk_full_error
 
 LOCK_NAME = "run.lock"
@@ -64,7 +64,7 @@ def claim(run_dir: str | os.PathLike):
     except OSError as error:
         if disk_full_cause(error) is not None:
             raise disk_full_error(run_dir, "the run folder", FREE_SPACE) from None
-        raise
+        raise FileError(error.errno, error.strerror, str(run_dir)) from None  # e.g. a folder the user may not write
     path = run_dir / LOCK_NAME
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for _ in range(3):  # a stale lock is removed and the claim tried again
@@ -93,7 +93,7 @@ def claim(run_dir: str | os.PathLike):
         except OSError as error:
             if disk_full_cause(error) is not None:
                 raise disk_full_error(path, "the run's lock", FREE_SPACE) from None
-            raise
+            raise FileError(error.errno, error.strerror, str(path)) from None
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(record, f)
@@ -101,6 +101,8 @@ def claim(run_dir: str | os.PathLike):
             path.unlink(missing_ok=True)
             if disk_full_cause(error) is not None:
                 raise disk_full_error(path, "the run's lock", FREE_SPACE) from None
+            if isinstance(error, OSError) and error.strerror:
+                raise FileError(error.errno, error.strerror, str(path)) from None
             raise
         break
     else:

@@ -17,7 +17,7 @@ import torch
 
 from vitlab.cnn import CifarResNet
 from vitlab.configs import ModelConfig, resolve_model_name
-from vitlab.errors import BadValue, IsAFolder, MissingFile
+from vitlab.errors import BadValue, FileError, IsAFolder, MissingFile
 from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
 from vitlab.weights.errors import CheckpointError, unreadable_torch_file
@@ -50,8 +50,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
         raise unreadable_torch_file(path, error, "copy it again or use another one") from None
     except OSError as error:
-        if error.filename is not None:  # the file itself cannot be opened (permissions): that error says so
-            raise
+        if error.filename is not None:  # the file itself cannot be opened (permissions): the system says why
+            raise FileError(error.errno, error.strerror, str(path)) from None
         # torch's zip reader says "[Errno 22] Invalid argument" for some truncated files
         raise unreadable_torch_file(path, error, "copy it again or use another one") from None
     if not isinstance(state, dict):
