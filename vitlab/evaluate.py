@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = commands.check_device(args.device)
 
     model, class_names, cfg, step, held_out = _load(args)
-    if cfg.img_size != model.cfg.img_size:
+    if cfg.img_size != model.cfg.img_size and hasattr(model, "resize_pos_embed_"):  # a CNN takes any size as it is
+        model.cfg.replace(img_size=cfg.img_size)  # an --img_size the patches do not divide: refused in one line
         model.resize_pos_embed_(cfg.img_size)  # evaluate at another resolution, as when fine-tuning at 384
     warning = None
     if cfg.dataset == "folder":

@@ -86,6 +86,8 @@ class ModelConfig:
 
         vitlab/model.py checks the same when it builds the layers (it is meant to run on its own too).
         """
+        if self.classifier not in CLASSIFIERS:
+            raise BadValue(f"unknown classifier {self.classifier!r}: choose one of {', '.join(CLASSIFIERS)}")
         if self.img_size % self.patch_size != 0:
             raise BadValue(
                 f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}: choose an image size "
