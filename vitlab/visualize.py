@@ -260,7 +260,7 @@ def plot_rollout(
     fig.tight_layout()
     if colorbar:
         scale = plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="jet")
-        fig.colorbar(scale, ax=axes[1].tolist(), fraction=0.03, pad=0.02, label="of the image's largest")
+        fig.colorbar(scale, ax=axes[1].tolist(), fraction=0.03, pad=0.02, label="weight (image's largest = 1)")
     return fig
 
 
