@@ -311,7 +311,7 @@ def test_evaluate_offline_names_the_published_weights_and_the_folder_at_once(tmp
         ({"model_overrides": {"num_layerz": 1}}, "unknown ModelConfig field(s) ['num_layerz'] in model_overrides"),
         ({"model_overrides": {"num_layers": "2"}}, "model_overrides.num_layers must be an integer, got '2' (str)"),
         ({"model_overrides": {"img_size": 64}}, "model_overrides.img_size 64 differs from img_size 224"),
-        ({"optimizer": "adam"}, "unknown optimizer 'adam'; valid names: sgd, adamw"),
+        ({"optimizer": "adam"}, "unknown optimizer 'adam'; valid names: sgd, nesterov, adamw"),
         ({"val_split": 1.0}, "VITConfig.val_split must be in [0, 1), got 1.0"),
         ({"warmup_steps": -1}, "VITConfig.warmup_steps must be >= 0, got -1"),
         ({"name": "../../x"}, "run name '../../x' is not a plain folder name"),

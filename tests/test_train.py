@@ -201,7 +201,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         train(_cfg(tmp_path, resume=str(corrupt)), train_set=data)
     with pytest.raises(FileNotFoundError, match="cannot resume: .*last.pt does not exist"):
         train(_cfg(tmp_path, name="never-ran", resume="last"), train_set=data)
-    with pytest.raises(ValueError, match="unknown optimizer 'lamb'; valid names: sgd, adamw"):
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'; valid names: sgd, nesterov, adamw"):
         train(_cfg(tmp_path, optimizer="lamb"), train_set=data)
 
 
