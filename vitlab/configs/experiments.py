@@ -116,9 +116,10 @@ EXPERIMENTS: dict[str, dict] = {
         label_smoothing=0.1,
     ),  # fmt: skip
     # The CNN a small ViT from scratch is compared with, on the same photos at the same 32 px: ResNet-20 (He et al.
-    # 2016, 0.27 M parameters) with the usual CIFAR recipe, SGD with Nesterov momentum 0.9 at 0.1 for batch 128,
-    # weight decay 5e-4, crop + flip, label smoothing 0.1; a warm-up of 30% then cosine decay is one-cycle's shape.
-    # 1,000 steps of 128 are about 30 passes over 4,194 photos, minutes on a CPU (docs/results.md).
+    # 2016, 0.27 M parameters) with the usual CIFAR recipe, SGD with momentum 0.9 at 0.1 for batch 128, weight decay
+    # 5e-4, crop + flip, label smoothing 0.1; a warm-up of 30% then cosine decay is one-cycle's shape. 1,000 steps of
+    # 128 are about 30 passes over 4,194 photos, minutes on a CPU (docs/results.md). `--optimizer nesterov` (SGD with
+    # Nesterov momentum) reached 71.67% on the same 466 held-out photos, against 70.39%: within one standard error.
     "cnn": dict(
         dataset="folder",
         data_dir="./data/photos",
@@ -128,7 +129,6 @@ EXPERIMENTS: dict[str, dict] = {
         train_batch_size=128,
         eval_batch_size=256,
         eval_every=250,
-        optimizer="nesterov",
         learning_rate=0.1,
         weight_decay=5e-4,
         num_steps=1000,
