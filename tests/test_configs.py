@@ -7,7 +7,16 @@ import pickle
 
 import pytest
 
-from vitlab.configs import EXPERIMENTS, TRANSFER, ConfigError, VITConfig, find_runs, get_experiment, resume_config
+from vitlab.configs import (
+    EXPERIMENTS,
+    TRANSFER,
+    ConfigError,
+    VITConfig,
+    find_runs,
+    get_experiment,
+    get_model_config,
+    resume_config,
+)
 
 
 def test_a_config_records_the_fields_it_was_given():
@@ -78,3 +87,16 @@ def test_find_runs_selects_by_saved_config_newest_first(tmp_path):
     assert [(folder.name, cfg.dataset) for folder, cfg in fine_tuned] == [("finetune_real", "cifar10")]
     assert len(find_runs(tmp_path)) == 4
     assert find_runs(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize(
+    "typed, meant",
+    [("vit-b_16", "ViT-B_16"), ("ViT-B16", "ViT-B_16"), ("resnet20", "ResNet-20"), ("dinov2_vits", "dinov2_vits14")],
+)
+def test_a_mistyped_model_name_gets_the_closest_valid_one(typed, meant):
+    with pytest.raises(
+        ValueError, match=rf"unknown model '{typed}' \(did you mean {meant}\?\); valid names: ViT-Ti_16"
+    ):
+        get_model_config(typed)
+    with pytest.raises(ValueError, match=r"unknown model 'nope'; valid names"):  # nothing close: no guess
+        get_model_config("nope")

@@ -189,7 +189,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     data = _random_data()
     with pytest.raises(ValueError, match="unknown dataset 'mnist'; valid names: cifar10, cifar100, synthetic"):
         train(_cfg(tmp_path, dataset="mnist"))
-    with pytest.raises(ValueError, match="unknown model 'ViT-X_16'; valid names: .*ViT-B_16"):
+    with pytest.raises(ValueError, match=r"unknown model 'ViT-X_16' \(did you mean ViT-S_16\?\); valid names: .*B_16"):
         train(_cfg(tmp_path, model_type="ViT-X_16"), train_set=data)
     with pytest.raises(ValueError, match="train_batch_size 10 is not divisible by gradient_accumulation_steps 4"):
         train(_cfg(tmp_path, train_batch_size=10, gradient_accumulation_steps=4), train_set=data)

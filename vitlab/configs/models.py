@@ -4,6 +4,7 @@ the CIFAR patch-4 models, Meta's DINOv2) and the other names they go by (`ALIASE
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 
 from vitlab.configs.checks import check_range, check_types
@@ -244,7 +245,10 @@ def resolve_model_name(name: str) -> str:
         return ALIASES[name]
     if name in UNSUPPORTED:
         raise BadValue(f"model {name!r} is not supported: {UNSUPPORTED[name]}")
-    raise BadValue(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    by_case = {known.lower(): known for known in list_models()}  # "vit-b_16" is close to ViT-B_16
+    close = difflib.get_close_matches(name.lower(), by_case, n=1, cutoff=0.75)
+    hint = f" (did you mean {by_case[close[0]]}?)" if close else ""
+    raise BadValue(f"unknown model {name!r}{hint}; valid names: {', '.join(list_models())}")
 
 
 def presets_of_shape(hidden_size: int, num_layers: int, mlp_dim: int, patch_size: int | None) -> list[str]:
