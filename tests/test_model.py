@@ -198,6 +198,21 @@ def test_gap_pools_patch_tokens_only():
     torch.testing.assert_close(model(x), tokens[:, 1:].mean(1))
 
 
+def test_token_gap_reads_cls_beside_the_mean_patch_token():
+    # DINOv2's linear evaluation: torch.cat([x_norm_clstoken, x_norm_patchtokens.mean(dim=1)], dim=-1); the
+    # registers are neither (Darcet et al.), so a model with them averages the patch tokens only.
+    model = randomize_(vitlab.create_model("ViT-Test", classifier="token_gap", num_register_tokens=4, num_classes=3))
+    model.eval()
+    assert model.head.in_features == 2 * model.cfg.hidden_size
+    x = torch.randn(2, 3, 32, 32)
+    tokens = model.forward_features(x)  # (B, 1 + 4 + N, D)
+    expected = torch.cat([tokens[:, 0], tokens[:, 5:].mean(1)], dim=1)
+    torch.testing.assert_close(model.forward_head(tokens, pre_logits=True), expected)
+    torch.testing.assert_close(model(x), expected @ model.head.weight.T + model.head.bias)
+    with pytest.raises(ValueError, match="class_token"):
+        vitlab.create_model("ViT-Test", classifier="token_gap", class_token=False)
+
+
 def test_resize_pos_embed_matches_timm():
     pos_embed = torch.randn(1, 1 + 14 * 14, 16)
     for new_grid, mode in [(24, "bilinear"), (2, "bilinear"), (24, "bicubic")]:

@@ -58,8 +58,8 @@ PRECISIONS = ("fp32", "bf16")
 # --- the two models ------------------------------------------------------------------------------
 def timm_twin_check(cfg: ModelConfig) -> None:
     """The architectures `timm_twin` can copy: plain ViTs without a pre-logits layer."""
-    if cfg.representation_size or getattr(cfg, "resnet_layers", None):
-        raise BadValue("the timm twin is a plain ViT without pre-logits: benchmark a preset without them")
+    if cfg.representation_size or getattr(cfg, "resnet_layers", None) or cfg.classifier == "token_gap":
+        raise BadValue("the timm twin is a plain ViT without pre-logits or token_gap: benchmark a preset without them")
 
 
 def timm_twin(cfg: ModelConfig) -> nn.Module:

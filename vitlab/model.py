@@ -4,7 +4,7 @@
       -> PatchEmbedding          cut into P x P patches, flatten, project to D   (B, N, D)
       -> [CLS] + position emb.   prepend a learned token, add learned positions   (B, 1 + N, D)
       -> Encoder                 L x EncoderBlock (pre-LayerNorm attention + MLP), final LayerNorm
-      -> pool                    the CLS token ("token") or the mean of patch tokens ("gap")
+      -> pool                    the CLS token ("token"), the mean of patch tokens ("gap") or both ("token_gap")
       -> head                    optional pre-logits (Linear + tanh), then Linear to classes
 
 Names follow the paper: N = (H / P) * (W / P) patches, D = hidden_size, T = tokens per image.
@@ -220,13 +220,15 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, cfg.hidden_size))  # (1, 1 + N, D)
         self.pos_drop = nn.Dropout(cfg.dropout_rate)
         self.encoder = Encoder(cfg)
-        self.fc_norm = nn.LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS) if cfg.fc_norm else nn.Identity()
+        # "token_gap" (DINOv2's linear evaluation) reads CLS and the mean patch token side by side: 2 * D values.
+        pooled = 2 * cfg.hidden_size if cfg.classifier == "token_gap" else cfg.hidden_size
+        self.fc_norm = nn.LayerNorm(pooled, eps=LAYER_NORM_EPS) if cfg.fc_norm else nn.Identity()
         if cfg.representation_size:
-            self.pre_logits = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.representation_size), nn.Tanh())
+            self.pre_logits = nn.Sequential(nn.Linear(pooled, cfg.representation_size), nn.Tanh())
             self.num_features = cfg.representation_size
         else:
             self.pre_logits = nn.Identity()
-            self.num_features = cfg.hidden_size
+            self.num_features = pooled
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.init_weights()
 
@@ -278,10 +280,13 @@ class VisionTransformer(nn.Module):
         return self.encoder(self.embed(x))
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """One vector per image: the CLS token, or the mean over patch tokens (no prefix)."""
+        """One vector per image: the CLS token, the mean over patch tokens (no prefix), or both side by side."""
         if self.cfg.classifier == "token":
             return tokens[:, 0]  # (B, D)
-        return tokens[:, self.num_prefix_tokens :].mean(dim=1)  # (B, D)
+        patches = tokens[:, self.num_prefix_tokens :].mean(dim=1)  # (B, D)
+        if self.cfg.classifier == "token_gap":
+            return torch.cat([tokens[:, 0], patches], dim=1)  # (B, 2D)
+        return patches
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool the tokens and classify; `pre_logits=True` stops before the final Linear."""

@@ -11,7 +11,9 @@ from vitlab.configs.checks import check_range, check_types
 from vitlab.errors import BadType, BadValue
 
 ARCHITECTURES = ("vit", "resnet")  # a Vision Transformer, or the CIFAR ResNet it is compared with (vitlab.cnn)
-CLASSIFIERS = ("token", "gap")
+# "token": the CLS token; "gap": the mean of the patch tokens; "token_gap": both concatenated, as DINOv2's linear
+# evaluation reads its backbone (Oquab et al. 2023).
+CLASSIFIERS = ("token", "gap", "token_gap")
 GELU_APPROXIMATIONS = ("none", "tanh")  # torch.nn.GELU(approximate=...): exact erf, or Google's tanh form
 # ImageNet's per-channel pixel statistics (RGB, pixels in [0, 1]): the input normalisation of
 # torchvision's and MAE's weights; Google's checkpoints use (0.5, 0.5, 0.5) instead, i.e. [-1, 1].
@@ -36,7 +38,7 @@ class ModelConfig:
     num_heads: int = 12  # attention heads; hidden_size must divide evenly among them
     mlp_dim: int = 3072  # MLP hidden width, 4 * D in the paper's models
     num_classes: int = 1000  # output classes; 0 removes the head and the model returns features
-    classifier: str = "token"  # "token": classify the CLS token; "gap": mean of the patch tokens
+    classifier: str = "token"  # "token": the CLS token; "gap": mean of the patch tokens; "token_gap": both
     class_token: bool = True  # prepend a learned CLS token (Google's "gap" models have none)
     fc_norm: bool = False  # MAE style: final LayerNorm on the pooled vector instead of on every token
     representation_size: int | None = None  # width of the pre-logits layer (Linear + tanh); None = none
@@ -89,6 +91,8 @@ class ModelConfig:
         """
         if self.classifier not in CLASSIFIERS:
             raise BadValue(f"unknown classifier {self.classifier!r}: choose one of {', '.join(CLASSIFIERS)}")
+        if self.classifier == "token_gap" and not self.class_token:
+            raise BadValue("classifier 'token_gap' reads the CLS token, but class_token is False: use classifier='gap'")
         if self.img_size % self.patch_size != 0:
             raise BadValue(
                 f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}: choose an image size "
