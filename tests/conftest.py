@@ -12,6 +12,12 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _feature_cache(tmp_path_factory, monkeypatch):
+    """A linear probe's feature files go to a folder of this test session, not the user's ~/.cache."""
+    monkeypatch.setenv("VITLAB_CACHE", str(tmp_path_factory.getbasetemp() / "vitlab_cache"))
+
+
 def randomize_(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
     """Give every parameter random values (zero-initialised heads would hide mapping mistakes)."""
     with torch.no_grad():

@@ -215,3 +215,23 @@ def test_trainer_timing_runs_print_nothing_of_their_own(tmp_path, capsys):
     seconds = trainer_seconds_per_step(cfg.replace(name="quiet"), create_model("ViT-Test", num_classes=10), warmup=1)
     assert 0 < seconds < math.inf
     assert capsys.readouterr().out == ""
+
+
+def test_the_precision_benchmark_times_fp32_against_bf16_in_alternating_rounds(monkeypatch, capsys):
+    import vitlab.bench_precision as bench_precision
+    from vitlab.bench import main
+
+    monkeypatch.setitem(bench_precision.SETUPS, "small", ("ViT-Test", 32, 8, "smoke"))
+    monkeypatch.delitem(bench_precision.SETUPS, "transfer")
+    result = main(["--precisions", "--repeats", "2", "--steps", "1", "--warmup", "1", "--workers", "0"])
+    setup = result["setups"]["small"]
+    assert setup["model"] == "ViT-Test" and setup["auto"] in ("bf16", "fp32")
+    assert set(setup["rounds"]["loop"]) == {"fp32", "bf16"} and all(
+        len(v) == 2 for v in setup["rounds"]["loop"].values()
+    )
+    assert set(setup["rounds"]["trainer"]) == set(setup["rounds"]["features"]) == {"fp32", "auto"}
+    for row, ratios in setup["speed_vs_fp32"].items():
+        assert all(ratio > 0 for ratio in ratios.values()), row
+    assert result["machine"]["native_bf16"] in (True, False)
+    report = capsys.readouterr().out
+    assert "probe feature pass" in report and "training step, train() (smoke recipe)" in report

@@ -230,7 +230,7 @@ def test_evaluate_published_torchvision_weights_with_imagenet_names(tmp_path):
         if path.suffix != ".png":
             path.unlink()
     argv = ["--checkpoint", str(weights), "--model_type", "ViT-Test", "--data_dir", str(tmp_path / "imagenet"),
-            "--crop_pct", str(32 / 37)]  # fmt: skip
+            "--crop_pct", str(32 / 37), "--precision", "fp32"]  # fmt: skip
     metrics = evaluate_main(argv)
     preprocess = ViT_B_32_Weights.IMAGENET1K_V1.transforms(crop_size=32, resize_size=37)  # torchvision's own
     images, labels = [], []

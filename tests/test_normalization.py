@@ -175,7 +175,7 @@ def test_predict_normalises_with_the_models_statistics():
         google = model((image * 2 - 1)[None]).softmax(dim=-1)[0]
     assert (probabilities - google).abs().max() > 1e-3  # the two preprocessings really differ for this model
     values, indices = probabilities.topk(3)
-    result = predict(model, image, top_k=3)
+    result = predict(model, image, top_k=3, precision="fp32")
     assert [label for label, _ in result] == [str(i) for i in indices.tolist()]
     torch.testing.assert_close(torch.tensor([p for _, p in result]), values, atol=1e-6, rtol=0)
 

@@ -50,7 +50,7 @@ def test_load_image_resizes_and_scales_to_minus_one_one(png):
 
 def test_predict_top_labels_and_probabilities(png):
     model = model_with_known_head()
-    result = predict(model, png, top_k=3, class_names=CIFAR10_CLASSES)
+    result = predict(model, png, top_k=3, class_names=CIFAR10_CLASSES, precision="fp32")
     assert [label for label, _ in result] == ["cat", "dog", "bird"]
     for (_, probability), expected in zip(result, [0.50, 0.20, 0.08]):
         assert math.isclose(probability, expected, rel_tol=1e-5)
@@ -73,7 +73,8 @@ def test_cli_with_a_run_checkpoint(tmp_path, png, capsys):
             "best_accuracy": 0.5,
         },
     )
-    assert main([str(png), str(png), "--model_type", "ViT-Test", "--checkpoint", str(checkpoint), "--top_k", "2"]) == 0
+    argv = [str(png), str(png), "--model_type", "ViT-Test", "--checkpoint", str(checkpoint), "--top_k", "2"]
+    assert main([*argv, "--precision", "fp32"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == str(png) and lines[3] == str(png)
     assert lines[1].split() == ["1.", "cat", "50.00%"]

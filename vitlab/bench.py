@@ -19,8 +19,6 @@ GPU's dense bf16 peak (`vitlab.measure.PEAK_TFLOPS`).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import statistics
@@ -49,6 +47,7 @@ from vitlab.measure import (
     pil_images_per_sec,
     synchronize,
     train_step_fn,
+    trainer_seconds_per_step,
     vit_flops,
 )
 
@@ -227,28 +226,6 @@ def trainer_config(model: str, img_size: int, batch_size: int, overrides: dict, 
         warmup_steps=0, eval_every=10**9, val_split=0.0, TB_log=False, progress=False, device="cpu",
         precision="fp32", save_dir=os.path.join(workdir, "Model"), log_dir=os.path.join(workdir, "TB"), **fields,
     )  # fmt: skip
-
-
-def trainer_seconds_per_step(cfg, model: nn.Module, warmup: int) -> float:
-    """Median seconds between the training forward passes of `vitlab.train.train(cfg, model=model)` after `warmup`.
-
-    The interval from one step's forward to the next covers everything the loop does per step:
-    fetching and augmenting the batch, backward, clipping, the optimiser and scheduler, logging.
-    Set-up before the first step and the evaluation after the last are outside every interval.
-    """
-    from vitlab.train import train
-
-    stamps = []
-    hook = model.register_forward_pre_hook(
-        lambda module, args: stamps.append(time.perf_counter()) if module.training else None
-    )
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # each timed run's own lines would bury the table
-            train(cfg, model=model)
-    finally:
-        hook.remove()
-    intervals = np.diff(stamps[warmup:])
-    return float(np.median(intervals))
 
 
 def bare_loop_seconds_per_step(
@@ -486,6 +463,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--transfer", action="store_true",
         help="with --trainer: time the transfer experiment's step against a plain loop over timm's DINOv2 ViT-S/14",
     )  # fmt: skip
+    parser.add_argument(
+        "--precisions", action="store_true",
+        help="fp32 against bf16 autocast (and --compile): plain steps, train() steps, inference and the probe's "
+        "feature pass, for the small ViT at 32 px and DINOv2 ViT-S/14 at 112 px, on the CPU",
+    )  # fmt: skip
     parser.add_argument("--overrides", type=json.loads, default=None, help="--trainer: ModelConfig fields, JSON")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast to bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
@@ -511,6 +493,15 @@ def main(argv: list[str] | None = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     trainer, overrides, transfer = args.pop("trainer"), args.pop("overrides"), args.pop("transfer")
+    if args.pop("precisions"):
+        from vitlab.bench_precision import format_precision_report, run_precision_benchmark
+
+        keep = ("repeats", "steps", "warmup", "compile", "workers")
+        result = run_precision_benchmark(**{k: args[k] for k in keep})
+        print(format_precision_report(result))
+        if json_path:
+            write_json(result, json_path)
+        return result
     if transfer and not trainer:
         parser.error("--transfer times the trainer: use it with --trainer")
     if trainer:  # the trainer benchmark runs vitlab.train's scratch recipe on the CPU, in fp32, eager

@@ -7,7 +7,6 @@ python -m vitlab.evaluate --checkpoint Pretrained/vit_b_32-d86f8d99.pth --model_
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
 import torch
@@ -15,16 +14,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from vitlab import commands
-from vitlab.configs import DATASET_NAMES, VITConfig
+from vitlab.configs import DATASET_NAMES, PRECISIONS, VITConfig
 from vitlab.errors import BadValue
-
-
-def autocast_context(device: torch.device, precision: str):
-    """`torch.autocast` for bf16 / fp16, a no-op context for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from vitlab.precision import autocast_context, resolve_precision
 
 
 @torch.no_grad()
@@ -33,11 +25,16 @@ def evaluate(
     dataset: Dataset,
     batch_size: int = 256,
     device: str | torch.device | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     num_workers: int = 0,
 ) -> dict:
-    """Top-1 and top-5 accuracy (fractions) and mean cross-entropy of `model` over `dataset`."""
+    """Top-1 and top-5 accuracy (fractions) and mean cross-entropy of `model` over `dataset`.
+
+    `precision` "auto" computes under bfloat16 autocast where the device has native bfloat16 (as training does),
+    "fp32" in float32 throughout.
+    """
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    precision, _ = resolve_precision(precision, device)
     was_training = model.training
     model.eval().to(device)
     # Its own generator: creating the loader must not draw from the global RNG that dropout uses.
@@ -127,6 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--device", default="cuda" if torch.cuda.is_available() else "cpu",
         help="where to compute: cpu, cuda or cuda:N [default: cuda when a GPU is visible, else cpu]",
     )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="auto: bfloat16 autocast where the device has it natively, as training does [default: auto]",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     device = commands.check_device(args.device)
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         test_set, _ = build_test_set(cfg)
         where = f"{cfg.dataset} test split, {len(test_set)} images"
-    metrics = evaluate(model, test_set, batch_size=args.batch_size, device=device)
+    metrics = evaluate(model, test_set, batch_size=args.batch_size, device=device, precision=args.precision)
     print(f"checkpoint {args.checkpoint}" + (f" (step {step})" if step is not None else "") + f" on {where}")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

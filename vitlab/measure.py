@@ -4,6 +4,7 @@ pipelines' images/s, and the machine it ran on. `vitlab.bench` runs the measurem
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import platform
 import statistics
@@ -17,7 +18,7 @@ from torch import nn
 
 from vitlab.configs import ModelConfig
 from vitlab.errors import BadValue
-from vitlab.evaluate import autocast_context
+from vitlab.precision import autocast_context
 
 # Dense bf16 tensor-core peaks in TFLOP/s (fp16 for GPUs without bf16), from NVIDIA's data sheets;
 # the first name found in `torch.cuda.get_device_name()` wins, so the more specific ones come first.
@@ -137,6 +138,28 @@ def alternate(
         for name, step in variants.items():
             seconds[name].append(time_steps(step, images, labels, steps, device))
     return seconds
+
+
+def trainer_seconds_per_step(cfg, model: nn.Module, warmup: int) -> float:
+    """Median seconds between the training forward passes of `vitlab.train.train(cfg, model=model)` after `warmup`.
+
+    The interval from one step's forward to the next covers everything the loop does per step:
+    fetching and augmenting the batch, backward, clipping, the optimiser and scheduler, logging.
+    Set-up before the first step and the evaluation after the last are outside every interval.
+    """
+    from vitlab.train import train
+
+    stamps = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args: stamps.append(time.perf_counter()) if module.training else None
+    )
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # each timed run's own lines would bury the table
+            train(cfg, model=model)
+    finally:
+        hook.remove()
+    intervals = np.diff(stamps[warmup:])
+    return float(np.median(intervals))
 
 
 def median_ratio(fast: list[float], slow: list[float]) -> float:

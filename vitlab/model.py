@@ -92,7 +92,7 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, h, T, d)
         else:
             scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, T, T)
-            probs = scores.softmax(dim=-1)
+            probs = scores.float().softmax(dim=-1).to(v.dtype)  # in float32 under autocast too, as fused kernels do
             out = self.attn_drop(probs) @ v  # (B, h, T, d)
         out = rearrange(out, "b h t d -> b t (h d)")  # (B, T, D)
         out = self.out_drop(self.to_out(out))
@@ -220,15 +220,13 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, cfg.hidden_size))  # (1, 1 + N, D)
         self.pos_drop = nn.Dropout(cfg.dropout_rate)
         self.encoder = Encoder(cfg)
-        # "token_gap" (DINOv2's linear evaluation) reads CLS and the mean patch token side by side: 2 * D values.
-        pooled = 2 * cfg.hidden_size if cfg.classifier == "token_gap" else cfg.hidden_size
+        pooled = 2 * cfg.hidden_size if cfg.classifier == "token_gap" else cfg.hidden_size  # "token_gap": CLS, mean
         self.fc_norm = nn.LayerNorm(pooled, eps=LAYER_NORM_EPS) if cfg.fc_norm else nn.Identity()
+        self.num_features = cfg.representation_size or pooled
         if cfg.representation_size:
             self.pre_logits = nn.Sequential(nn.Linear(pooled, cfg.representation_size), nn.Tanh())
-            self.num_features = cfg.representation_size
         else:
             self.pre_logits = nn.Identity()
-            self.num_features = pooled
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.init_weights()
 
@@ -284,9 +282,7 @@ class VisionTransformer(nn.Module):
         if self.cfg.classifier == "token":
             return tokens[:, 0]  # (B, D)
         patches = tokens[:, self.num_prefix_tokens :].mean(dim=1)  # (B, D)
-        if self.cfg.classifier == "token_gap":
-            return torch.cat([tokens[:, 0], patches], dim=1)  # (B, 2D)
-        return patches
+        return torch.cat([tokens[:, 0], patches], dim=1) if self.cfg.classifier == "token_gap" else patches
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool the tokens and classify; `pre_logits=True` stops before the final Linear."""

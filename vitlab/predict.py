@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitlab import commands
+from vitlab.configs import PRECISIONS
 from vitlab.errors import BadValue, FileError, MissingFile
 from vitlab.images import read_image, to_rgb
 from vitlab.model import VisionTransformer
+from vitlab.precision import autocast_context, resolve_precision
 
 
 def load_image(
@@ -69,11 +71,13 @@ def predict(
     image: str | os.PathLike | Image.Image | torch.Tensor,
     top_k: int = 3,
     class_names: list[str] | tuple[str, ...] | None = None,
+    precision: str = "auto",
 ) -> list[tuple[str, float]]:
     """The `top_k` most probable classes of one image: [(label, probability), ...], best first.
 
     The image is normalised with the model's `cfg.image_mean` and `cfg.image_std`.
-    Labels are `class_names[i]` when given, else the class index as a string.
+    Labels are `class_names[i]` when given, else the class index as a string. `precision` as for
+    `vitlab.evaluate.evaluate`: "auto" is bfloat16 autocast where the device has it natively.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise BadValue(f"top_k must be a positive integer, got {top_k!r}")
@@ -84,7 +88,9 @@ def predict(
     was_training = model.training
     model.eval()
     try:
-        probabilities = model(x).float().softmax(dim=-1)[0]  # (num_classes,)
+        with autocast_context(x.device, resolve_precision(precision, x.device)[0]):
+            logits = model(x)
+        probabilities = logits.float().softmax(dim=-1)[0]  # (num_classes,)
     finally:
         model.train(was_training)
     if class_names is not None and len(class_names) != probabilities.shape[0]:
@@ -306,13 +312,19 @@ def _main(argv: list[str] | None) -> int:
         "--device", default="cuda" if torch.cuda.is_available() else "cpu",
         help="where to compute: cpu, cuda or cuda:N [default: cuda when a GPU is visible, else cpu]",
     )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="auto: bfloat16 autocast where the device has it natively, as training does [default: auto]",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     device = commands.check_device(args.device)
     images = image_files(args.images)
     model, class_names = _load(args)
     model.to(device)
     for image in images:
-        top = predict(model, image, args.top_k, class_names)  # before its name: an unreadable image is one line
+        top = predict(
+            model, image, args.top_k, class_names, args.precision
+        )  # before its name: an unreadable image is one line
         print(image)
         for rank, (label, probability) in enumerate(top, start=1):
             print(f"  {rank}. {label:<30} {100 * probability:6.2f}%")

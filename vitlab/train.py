@@ -13,7 +13,7 @@ a multi-process run see exactly the images a single uninterrupted run would.
 This file is the run itself: `train` sets it up (`training/setup.py`: config, resume, model, data,
 optimiser), claims the run folder, and `train_and_test` runs the loop top to bottom (steps, logging,
 validation and checkpoints, stop requests) and tests the best weights. The parts live in `vitlab/training/`:
-`devices` (processes, precision, seeds), `build` (config check, model, data, optimiser, schedule),
+`devices` (processes, seeds; the precision: vitlab.precision), `build` (config check, model, data, optimiser, schedule),
 `batches` (the seeded stream of micro-batches), `state` (checkpoints), `logs` (TensorBoard) and `flags`.
 """
 
@@ -37,19 +37,17 @@ from tqdm.auto import tqdm
 from vitlab import commands
 from vitlab.configs import VITConfig, export_config
 from vitlab.errors import AlreadyExists
-from vitlab.evaluate import autocast_context, evaluate
+from vitlab.evaluate import evaluate
 from vitlab.files import DiskFullError, disk_full_error
+from vitlab.precision import autocast_context
 from vitlab.synthetic import SYNTHETIC_MARKER
 from vitlab.training.batches import build_device_batches, build_train_loader, prepare_batch
-from vitlab.training.build import (
-    backbone_features,
-    features_once,
-)
 from vitlab.training.devices import (
     Distributed,
     data_workers,
     setup_distributed,
 )
+from vitlab.training.features import backbone_features, features_once
 from vitlab.training.flags import parse_command_line
 from vitlab.training.logs import log_hparams, log_samples, open_writer, run_hparams
 from vitlab.training.run_folder import claim, sweep_temporaries
@@ -292,11 +290,14 @@ def what_the_steps_train(run: Run) -> tuple:
     cfg = run.cfg
     if not features_once(cfg):
         return run.model, run.train_set, run.val_set
-    say(f"linear probe: the frozen backbone's features of {len(run.train_set)} training images, once", run.processes)
-    train_inputs = backbone_features(run.model, run.train_set, cfg, run.device, run.precision)
-    val_inputs = None
-    if run.val_set is not None:
-        val_inputs = backbone_features(run.model, run.val_set, cfg, run.device, run.precision)
+    processes = run.processes
+    say("linear probe: the frozen backbone's features, computed once", processes)
+
+    def features(images, what: str):
+        return backbone_features(run.model, images, cfg, run.device, run.precision, lambda x: say(x, processes), what)
+
+    train_inputs = features(run.train_set, "training images")
+    val_inputs = features(run.val_set, "validation images") if run.val_set is not None else None
     return run.model.head, train_inputs, val_inputs
 
 

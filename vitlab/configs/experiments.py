@@ -102,11 +102,13 @@ EXPERIMENTS: dict[str, dict] = {
         num_workers=8,
     ),
     # The linear probe: the same backbone frozen, only the new head trains, on features computed once (no
-    # augmentation), so the steps cost next to nothing and 1,500 of them (about 23 passes) take seconds.
+    # augmentation) and kept on disk, so the steps cost next to nothing and 1,500 of them (about 23 passes) take
+    # seconds. Its features are DINOv2's own linear evaluation's: the CLS token beside the mean patch token.
     "transfer": TRANSFER,
     "probe": dict(
         TRANSFER,
         record_algo="probe",
+        model_overrides={"classifier": "token_gap"},
         freeze_backbone=True,
         augment="none",
         num_steps=1500,

@@ -83,7 +83,7 @@ class VITConfig:
     gradient_accumulation_steps: int = 1  # split each optimiser step into this many forward/backward passes
     optimizer: str = "sgd"  # "sgd" (fine-tuning protocol), "nesterov" (SGD, Nesterov momentum) or "adamw" (scratch)
     momentum: float = 0.9  # SGD momentum; AdamW uses it as beta1
-    precision: str = "auto"  # "bf16", "fp16" (with a gradient scaler), "fp32"; "auto": bf16/fp16 on GPU, fp32 on CPU
+    precision: str = "auto"  # "auto": bf16 where the device has it natively, else fp16 (GPU) or fp32; or one of these
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 helps small ViTs trained from scratch)
     augment: str = "finetune"  # "finetune" (inception crop + flip), "strong" (crop + flip + TrivialAugment), ...
     val_split: float = 0.02  # fraction of the training set held out for model selection (Google's 2%)

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from vitlab.augment import DEVICE_VERSIONS
 from vitlab.configs import AUGMENTATIONS, VITConfig, resolve_model_name
@@ -143,29 +143,6 @@ def freeze_backbone(model: torch.nn.Module) -> None:
     """A linear probe: only the head's parameters train."""
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith("head."))
-
-
-def features_once(cfg: VITConfig) -> bool:
-    """A linear probe whose inputs nothing augments: the frozen backbone's features are computed once."""
-    return cfg.freeze_backbone and cfg.augment == "none" and not (cfg.mixup_alpha or cfg.cutmix_alpha)
-
-
-@torch.no_grad()
-def backbone_features(model, dataset: Dataset, cfg: VITConfig, device, precision: str) -> TensorDataset:
-    """(features, labels) of every image of `dataset`: what the head of the frozen `model` reads."""
-    from vitlab.evaluate import autocast_context
-
-    was_training = model.training
-    model.eval()
-    features, labels = [], []
-    loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
-    for images, targets in loader:
-        with autocast_context(device, precision):
-            tokens = model.forward_features(images.to(device))  # (B, T, D)
-        features.append(model.forward_head(tokens, pre_logits=True).float())  # (B, num_features)
-        labels.append(torch.as_tensor(targets))
-    model.train(was_training)
-    return TensorDataset(torch.cat(features), torch.cat(labels).to(device))
 
 
 def build_optimizer(cfg: VITConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:

@@ -1,4 +1,4 @@
-"""Where a run computes: the device, its place in a torchrun job, the precision, the seeds."""
+"""Where a run computes: the device, its place in a torchrun job, the seeds (the precision: vitlab.precision)."""
 
 from __future__ import annotations
 
@@ -68,16 +68,6 @@ def main_process_first(processes: Distributed):
     yield
     if processes.world_size > 1 and processes.is_main:
         dist.barrier()
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "auto" -> bf16 on GPUs that have it, fp16 on older GPUs, fp32 on the CPU."""
-    if precision != "auto":
-        return precision
-    if device.type != "cuda":
-        return "fp32"
-    # bf16 needs Ampere (compute capability 8) or newer; older GPUs such as Colab's T4 only emulate it.
-    return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
 
 
 def seed_everything(seed: int) -> None:

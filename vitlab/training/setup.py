@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from vitlab.configs import VITConfig, resume_config
 from vitlab.errors import AlreadyExists, BadValue
+from vitlab.precision import resolve_precision
 from vitlab.training.batches import check_data
 from vitlab.training.build import (
     DEVICE_AUGMENT_OFF,
@@ -28,7 +29,7 @@ from vitlab.training.build import (
     follow_model_normalization,
     freeze_backbone,
 )
-from vitlab.training.devices import Distributed, main_process_first, resolve_precision, seed_everything
+from vitlab.training.devices import Distributed, main_process_first, seed_everything
 from vitlab.training.inputs import check_inputs
 from vitlab.training.state import check_same_classes, reconcile_best, restore, resume_path
 from vitlab.training.stops import StopRequests
@@ -130,7 +131,9 @@ def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_s
     if cfg.freeze_backbone:
         freeze_backbone(model)
     model = model.to(processes.device)
-    precision = resolve_precision(cfg.precision, processes.device)
+    precision, why = resolve_precision(cfg.precision, processes.device)
+    if cfg.precision == "auto" and precision != "fp32":
+        notes.append(f"{precision} autocast: {why}")
     optimizer = build_optimizer(cfg, model, processes.device)
     scheduler = build_scheduler(cfg, optimizer)
     mix = build_batch_mix(cfg.mixup_alpha, cfg.cutmix_alpha, len(class_names))
