@@ -76,3 +76,13 @@ def test_the_sweep_refuses_bad_input_in_one_line(tmp_path, capsys):
     argv = ["--data_dir", str(photos), "--approaches", "cnn", "--out", str(tmp_path / "out")]
     assert commands.run(sweep.main, argv) == 1
     assert "is not a sweep's results file" in capsys.readouterr().err
+
+
+def test_the_sweeps_precision_reaches_every_run_and_its_command(tmp_path):
+    args = sweep.build_parser().parse_args(["--data_dir", str(tmp_path), "--precision", "fp32"])
+    for approach in sweep.APPROACHES:
+        assert sweep.run_config(approach, 0.5, args).precision == "fp32"
+        assert "--precision fp32 --name" in sweep.command_line(approach, 0.5, args)
+    default = sweep.build_parser().parse_args(["--data_dir", str(tmp_path)])
+    assert sweep.run_config("probe", 1.0, default).precision == "auto"
+    assert "--precision" not in sweep.command_line("probe", 1.0, default)

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from vitlab import commands
-from vitlab.configs import VITConfig, get_experiment
+from vitlab.configs import PRECISIONS, VITConfig, get_experiment
 from vitlab.errors import BadValue, MissingFile
 from vitlab.files import atomic_write
 
@@ -66,6 +66,7 @@ def run_config(approach: str, fraction: float, args) -> VITConfig:
         "name": run_name(approach, fraction, args.prefix),
     }
     changes.update(save_dir=str(args.save_dir), log_dir=str(args.log_dir), progress=False, seed=args.seed)
+    changes["precision"] = getattr(args, "precision", "auto")
     if approach in PRETRAINED or "init" in changes:
         changes["pretrained_dir"] = str(args.pretrained_dir)
     if (Path(args.save_dir) / changes["name"] / "last.pt").is_file():
@@ -112,6 +113,8 @@ def command_line(approach: str, fraction: float, args) -> str:
     for key, value in changes.items():
         text = f"'{json.dumps(value)}'" if isinstance(value, dict) else ("''" if value is None else value)
         flags.append(f"--{key} {text}")
+    if getattr(args, "precision", "auto") != "auto":
+        flags.append(f"--precision {args.precision}")
     return " ".join(
         ["python -m vitlab.train", *flags, f"--name {run_name(approach, fraction, args.prefix)} --progress false"]
     )
@@ -217,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log_dir", type=Path, default=Path("TB_log"))
     parser.add_argument("--prefix", default="sweep", help="the runs' names: PREFIX_<approach>_f<fraction>")
     parser.add_argument("--seed", type=int, default=42, help="the held-out split, the subsets and the runs")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="every run's --precision (docs/data_size was measured with fp32)")  # fmt: skip
     return parser
 
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from vitlab.configs import VITConfig
 from vitlab.files import atomic_write
 from vitlab.precision import autocast_context
+from vitlab.training.devices import data_workers
 
 CACHE_VERSION = 1  # part of every key: a change to what a cache file holds gives all files new names
 
@@ -66,7 +67,8 @@ def backbone_key(model: torch.nn.Module, precision: str) -> hashlib._Hash:
 def loader(dataset: Dataset, cfg: VITConfig) -> DataLoader:
     # Its own generator: creating the loader must not draw from the global RNG that dropout uses.
     generator = torch.Generator().manual_seed(0)
-    return DataLoader(dataset, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, generator=generator)
+    workers = data_workers(cfg.num_workers)
+    return DataLoader(dataset, batch_size=cfg.eval_batch_size, num_workers=workers, generator=generator)
 
 
 def cache_key(model: torch.nn.Module, dataset: Dataset, cfg: VITConfig, precision: str) -> str:
