@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import traceback
+import types
 import warnings
 from collections.abc import Callable
 
@@ -26,6 +27,25 @@ BUG_LINE = (
     "this looks like a bug, in vitlab or in your own code (model, dataset, transform): if the traceback above "
     f"ends in vitlab, please report it with that traceback at {ISSUES}"
 )
+
+
+class CommandModule(types.ModuleType):
+    """A command's module that can be called as its function: `vitlab.train(cfg)` is `vitlab.train.train(cfg)`.
+
+    The module stays a module (`python -m vitlab.train`, `from vitlab.train import train`); calling it is
+    the first guess of someone who met `vitlab.create_model`, so it does what that guess means.
+    """
+
+    function_name = ""  # set by `callable_module`
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.function_name)(*args, **kwargs)
+
+
+def callable_module(module_name: str, function_name: str) -> None:
+    """Make the module `module_name` callable as its function `function_name` (see `CommandModule`)."""
+    kind = type(f"{function_name}_module", (CommandModule,), {"function_name": function_name})
+    sys.modules[module_name].__class__ = kind
 
 
 class ArgumentParser(argparse.ArgumentParser):

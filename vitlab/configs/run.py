@@ -98,7 +98,7 @@ class VITConfig:
     device_augment: bool = False  # CIFAR as uint8 on the device, augmented there in batches (no PIL workers)
     resume: str | None = None  # checkpoint to continue from, or "last" for save_dir/<run name>/last.pt
     log_every: int = 50  # log training scalars every so many steps (the only steps that sync with the GPU)
-    progress: bool = True  # show a tqdm progress bar
+    progress: bool = True  # show a tqdm progress bar; without one, a line at least every minute
 
     def __post_init__(self):
         check_types(self)
