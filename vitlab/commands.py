@@ -13,6 +13,7 @@ print as one `warning: ...` line, without the source line Python adds.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import traceback
@@ -52,7 +53,20 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser with its error as one line: `error: <what> (see <prog> --help)`."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {message}{self.guesses(message)} (see {self.prog} --help)\n")
+
+    def guesses(self, message: str) -> str:
+        """For "unrecognized arguments: --num_step 3": " (did you mean --num_steps?)", the closest flags."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        flags = [option for option in self._option_string_actions if option.startswith("--")]
+        hints = []
+        for typed in message.partition(":")[2].split():
+            by_case = {flag.lower(): flag for flag in flags}
+            near = difflib.get_close_matches(typed.partition("=")[0].lower(), by_case, n=2, cutoff=0.75)
+            if typed.startswith("--") and near:
+                hints.append(f"{typed.partition('=')[0]}: did you mean {' or '.join(by_case[n] for n in near)}?")
+        return f" ({'; '.join(hints)})" if hints else ""
 
 
 def check_device(spec: str):
