@@ -31,7 +31,8 @@ Start with:
     result = train(vitlab.get_experiment("smoke"))    # seconds on a CPU, synthetic data
 
 `train`, `evaluate`, `predict` and `download` are modules, each the command of its name and the home of
-the function of its name: `from vitlab.train import train`, `vitlab.predict.load_image`.
+the function of its name: `from vitlab.train import train`, `vitlab.predict.load_image`. Called, a module
+calls that function: `vitlab.train(cfg)` is `vitlab.train.train(cfg)`.
 """
 
 import importlib
