@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from messages import raises_naming
 from torchvision import transforms
 
 from vitlab.configs import VITConfig
@@ -145,7 +146,7 @@ def test_dataset_synthetic_is_written_once_under_data_dir(tmp_path):
 
 
 def test_unknown_dataset_lists_valid_names(tmp_path):
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*cifar10, cifar100, synthetic"):
+    with raises_naming(ValueError, "'imagenet'", "cifar10, cifar100, synthetic"):
         build_datasets(VITConfig(dataset="imagenet", data_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="unknown augmentation 'autoaug'.*finetune"):
         build_transforms("autoaug", 32, train=True)

@@ -10,6 +10,7 @@ import pytest
 import scipy.ndimage
 import torch
 from conftest import randomize_
+from messages import raises_naming
 from npz_helpers import Arch, google_arrays, linen_arrays, save_arrays, write_google_npz
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 from timm.models.vision_transformer import _load_weights
@@ -229,7 +230,7 @@ def test_position_embedding_resize_of_npz_matches_googles_scipy_zoom(tmp_path, i
 
 def test_unknown_resize_name_is_refused(tmp_path):
     path = write_google_npz(tmp_path / "t.npz", Arch(patch=8, width=32, depth=1, heads=2, mlp=64, img_size=32))
-    with pytest.raises(ValueError, match="unknown pos_embed_resize 'nearest': choose one of google, timm"):
+    with raises_naming(ValueError, "pos_embed_resize", "'nearest'", "google", "timm"):
         load_pretrained(vitlab_model("ViT-Test", num_layers=1), path, pos_embed_resize="nearest")
 
 

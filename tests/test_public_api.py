@@ -32,6 +32,24 @@ def test_command_modules_hold_the_function_of_their_name_however_imported():
     subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
 
+def test_a_command_module_called_is_its_function():
+    # `vitlab.train(cfg)` is the first guess of someone who met `vitlab.create_model(...)`: it works.
+    import torch
+
+    model = vitlab.create_model("ViT-Test", num_classes=3)
+    images, labels = torch.zeros(4, 3, 32, 32), [0, 1, 2, 0]
+    scores = vitlab.evaluate(model, list(zip(images, labels)), batch_size=2)
+    assert scores == vitlab.evaluate.evaluate(model, list(zip(images, labels)), batch_size=2)
+    assert {"top1", "top5", "loss"} <= set(scores)
+    code = (
+        "import vitlab, vitlab.train\n"
+        "vitlab.train.train = lambda *args, **kwargs: (args, kwargs)\n"  # the call goes through the module's function
+        "assert vitlab.train('cfg', model=1) == (('cfg',), {'model': 1})\n"
+        "assert callable(vitlab.download) and callable(vitlab.predict)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+
 def test_module_cli_runs_without_runpy_warning():
     result = subprocess.run(
         [sys.executable, "-W", "error::RuntimeWarning", "-m", "vitlab.download", "--list"],

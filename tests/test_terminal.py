@@ -18,7 +18,7 @@ def test_train_help_shows_each_fields_comment_default_and_choices(capsys):
     assert "[default: 10000]" in text
     assert "--learning_rate X peak learning rate, reached at the end of warmup [default: 0.03]" in text
     assert "Google's 2%) [default: 0.02]" in text
-    assert "--progress true|false show a tqdm progress bar [default: true]" in text
+    assert "--progress true|false show a tqdm progress bar" in text
     assert "R50-ViT-B_16, ViT-CIFAR-3M" in text  # models listed whole, not split at a hyphen
     assert "VITConfig.dataset" not in text
 
@@ -87,6 +87,28 @@ def test_a_run_says_where_it_writes_then_one_line_per_evaluation(printed_run):
     assert first and last and len(evaluations) == 2, evaluations
     assert last.group(1) == f"{100 * result['best_val_accuracy']:.2f}%" and int(last.group(2)) == result["best_step"]
     assert err == "", "no progress bar when the output is not a terminal"
+
+
+def test_train_from_python_ends_with_the_lines_the_command_line_ends_with(printed_run):
+    from vitlab.train import summary_lines
+
+    cfg, result, out, _ = printed_run
+    assert out.splitlines()[-len(summary_lines(cfg, result)) :] == summary_lines(cfg, result)
+
+
+def test_without_a_progress_bar_a_line_comes_at_least_every_minute(tmp_path, synthetic_cifar, monkeypatch, capsys):
+    import vitlab.train
+    from vitlab.configs import get_experiment
+
+    monkeypatch.setattr(vitlab.train, "PLAIN_PROGRESS_SECONDS", -1)  # every step is a minute later
+    cfg = get_experiment(
+        "smoke", dataset="cifar10", data_dir=str(synthetic_cifar), num_steps=3, eval_every=3, log_every=50,
+        warmup_steps=1, log_dir=str(tmp_path / "TB_log"), save_dir=str(tmp_path / "Model"), progress=False,
+    )  # fmt: skip
+    vitlab.train.train(cfg)
+    steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in steps] == ["step 1/3", "step 2/3", "step 3/3"]
+    assert re.fullmatch(r"step 1/3: train loss \d\.\d{4}, lr \S+, \d+ images/s", steps[0])
 
 
 def test_the_end_of_a_run_says_the_accuracy_is_on_synthetic_data(printed_run):

@@ -12,6 +12,7 @@ A map of the package, in the order of the paper and of an experiment:
     augment     augmentation in batches on the device
     files       files written whole or not at all, a full disk said as such
     commands    what every command shares: one `error:` line and its exit status
+    installed   torch and torchvision as installed: a pair that does not fit said in one line
     train       train(cfg) and the trainer          (python -m vitlab.train)
     evaluate    evaluate(): top-1, top-5 and loss   (python -m vitlab.evaluate)
     predict     predict(): classes of image files   (python -m vitlab.predict)
@@ -30,13 +31,18 @@ Start with:
     result = train(vitlab.get_experiment("smoke"))    # seconds on a CPU, synthetic data
 
 `train`, `evaluate`, `predict` and `download` are modules, each the command of its name and the home of
-the function of its name: `from vitlab.train import train`, `vitlab.predict.load_image`.
+the function of its name: `from vitlab.train import train`, `vitlab.predict.load_image`. Called, a module
+calls that function: `vitlab.train(cfg)` is `vitlab.train.train(cfg)`.
 """
 
 import importlib
 from typing import TYPE_CHECKING
 
+from vitlab.installed import watch_torchvision
+
 __version__ = "0.1.0"
+
+watch_torchvision()  # a torchvision that does not fit the installed torch fails its first import with one line
 
 # Public name -> the module that defines it. Names and submodules are imported on first use (PEP 562), so
 # `import vitlab` and `python -m vitlab.download --list` do not pay for torchvision, TensorBoard

@@ -13,9 +13,11 @@ print as one `warning: ...` line, without the source line Python adds.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import traceback
+import types
 import warnings
 from collections.abc import Callable
 
@@ -28,11 +30,43 @@ BUG_LINE = (
 )
 
 
+class CommandModule(types.ModuleType):
+    """A command's module that can be called as its function: `vitlab.train(cfg)` is `vitlab.train.train(cfg)`.
+
+    The module stays a module (`python -m vitlab.train`, `from vitlab.train import train`); calling it is
+    the first guess of someone who met `vitlab.create_model`, so it does what that guess means.
+    """
+
+    function_name = ""  # set by `callable_module`
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.function_name)(*args, **kwargs)
+
+
+def callable_module(module_name: str, function_name: str) -> None:
+    """Make the module `module_name` callable as its function `function_name` (see `CommandModule`)."""
+    kind = type(f"{function_name}_module", (CommandModule,), {"function_name": function_name})
+    sys.modules[module_name].__class__ = kind
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser with its error as one line: `error: <what> (see <prog> --help)`."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {message}{self.guesses(message)} (see {self.prog} --help)\n")
+
+    def guesses(self, message: str) -> str:
+        """For "unrecognized arguments: --num_step 3": " (did you mean --num_steps?)", the closest flags."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        flags = [option for option in self._option_string_actions if option.startswith("--")]
+        hints = []
+        for typed in message.partition(":")[2].split():
+            by_case = {flag.lower(): flag for flag in flags}
+            near = difflib.get_close_matches(typed.partition("=")[0].lower(), by_case, n=2, cutoff=0.75)
+            if typed.startswith("--") and near:
+                hints.append(f"{typed.partition('=')[0]}: did you mean {' or '.join(by_case[n] for n in near)}?")
+        return f" ({'; '.join(hints)})" if hints else ""
 
 
 def check_device(spec: str):

@@ -54,5 +54,7 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+commands.callable_module(__name__, "download")  # vitlab.download(...) calls download(...)
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -47,3 +47,7 @@ class NoConnection(VitlabError, ConnectionError):
 
 class MissingPackage(VitlabError, ModuleNotFoundError):
     """An optional package that is not installed; the message says what to install."""
+
+
+class MismatchedPackages(VitlabError, ImportError):
+    """Installed packages that do not work together (torch and torchvision); the message says what to install."""

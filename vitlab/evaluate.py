@@ -238,5 +238,7 @@ def _load(args) -> tuple[torch.nn.Module, list[str] | None, VITConfig, int | Non
     return model, class_names, cfg, state.get("step"), held_out
 
 
+commands.callable_module(__name__, "evaluate")  # vitlab.evaluate(...) calls evaluate(...)
+
 if __name__ == "__main__":
     sys.exit(commands.run(main))

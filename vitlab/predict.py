@@ -348,5 +348,7 @@ def _load(args) -> tuple[VisionTransformer, list[str] | None]:
     return model, class_names
 
 
+commands.callable_module(__name__, "predict")  # vitlab.predict(...) calls predict(...)
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import sys
 import threading
@@ -97,7 +96,14 @@ def train_step(model, batches, optimizer, scaler, cfg: VITConfig, precision: str
     return loss_sum, grad_norm
 
 
-PLAIN_PROGRESS_SECONDS = 60  # without a progress bar, a line about training at most this often
+PLAIN_PROGRESS_SECONDS = 60  # without a progress bar (--progress false, output to a file), a line this often
+
+
+def progress_line(step: int, cfg: VITConfig, window_loss: torch.Tensor, lr: float, steps: int, since: float) -> str:
+    """A line between logs: `step 37/150: train loss 1.2345, lr 3.00e-05, 21 images/s` (the steps since the last)."""
+    images_per_sec = steps * cfg.train_batch_size / max(time.perf_counter() - since, 1e-9)
+    loss = window_loss.item()  # this process's share in a torchrun job: no other process waits for it
+    return f"step {step}/{cfg.num_steps}: train loss {loss:.4f}, lr {lr:.2e}, {images_per_sec:.0f} images/s"
 
 
 def interactive_output() -> bool:
@@ -217,6 +223,9 @@ def train_and_test(run: Run) -> dict:
                     bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
                 evaluating = step % cfg.eval_every == 0 or step == cfg.num_steps
                 logging = step % cfg.log_every == 0 or evaluating  # evaluation waits for the GPU anyway
+                if bar is None and not evaluating and time.perf_counter() - last_line > PLAIN_PROGRESS_SECONDS:
+                    say(progress_line(step, cfg, window_loss / window_steps, lr, window_steps, window_start), processes)
+                    last_line = time.perf_counter()
                 # Logging: the only place the loop waits for the GPU.
                 if logging:
                     train_loss, norm = synced_numbers(window_loss / window_steps, grad_norm, processes)
@@ -228,10 +237,6 @@ def train_and_test(run: Run) -> dict:
                                 images_per_sec=images_per_sec)  # fmt: skip
                     if bar is not None:
                         bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
-                    elif cfg.progress and not evaluating and time.perf_counter() - last_line > PLAIN_PROGRESS_SECONDS:
-                        say(f"step {step}/{cfg.num_steps}: train loss {train_loss:.4f}, lr {lr:.2e}, "
-                            f"{images_per_sec:.0f} images/s", processes, bar)  # fmt: skip
-                        last_line = time.perf_counter()
                     window_loss, window_start, window_steps = torch.zeros((), device=device), time.perf_counter(), 0
                 # Evaluation on the validation split (every process, the whole split); the main process saves.
                 if evaluating:
@@ -266,6 +271,9 @@ def train_and_test(run: Run) -> dict:
     # The test: the best weights, on the main process.
     result = finish(run, writer, step, best, history)
     result.update(wall_time=time.perf_counter() - start_time, start_step=run.start_step)
+    if processes.is_main:  # the same closing lines from Python as from the command line
+        print("\n".join(summary_lines(cfg, result)))
+        sys.stdout.flush()
     return result
 
 
@@ -539,7 +547,6 @@ def finish(run: Run, writer, step: int, best: Best, history: list) -> dict:
     return result
 
 
-# --- command line ---------------------------------------------------------------------------------
 def summary_lines(cfg: VITConfig, result: dict) -> list[str]:
     """The lines a finished run ends with: accuracies, on what data, where everything is."""
     lines = []
@@ -559,19 +566,19 @@ def summary_lines(cfg: VITConfig, result: dict) -> list[str]:
     return lines
 
 
+# --- command line ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    """Command line entry point: parse, train, print where the run landed and its accuracies."""
+    """Command line entry point: parse the flags and train."""
     cfg, print_format, notes = parse_command_line(argv)
     if print_format is not None:
         for note in notes:  # on stderr: stdout is the config file
             print(f"note: {note}", file=sys.stderr)
         print(export_config(cfg, print_format), end="")
         return {"config": cfg}
-    result = train(cfg, notes=notes)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print("\n".join(summary_lines(cfg, result)))
-    return result
+    return train(cfg, notes=notes)  # it ends with the run's accuracies and where they are saved
 
+
+commands.callable_module(__name__, "train")  # vitlab.train(...) calls train(...)
 
 if __name__ == "__main__":
     sys.exit(commands.run(main))

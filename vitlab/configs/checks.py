@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from vitlab.errors import BadType, BadValue
 
@@ -63,3 +64,21 @@ def check_range(config, name: str, low: float | None = None, high: float | None 
 def check_choice(config, name: str, valid: Collection[str]) -> None:
     if getattr(config, name) not in valid:
         raise ConfigError(f"unknown {name} {getattr(config, name)!r}; valid names: {', '.join(valid)}")
+
+
+def closest(name: str, valid: Iterable[str], count: int = 2) -> list[str]:
+    """The valid names closest to a mistyped one, without regard to case ("num_step" -> ["num_steps"])."""
+    by_case = {known.lower(): known for known in valid}
+    return [by_case[match] for match in difflib.get_close_matches(name.lower(), by_case, n=count, cutoff=0.75)]
+
+
+def unknown_names(kind: str, unknown: Iterable[str], valid: Collection[str], where: str = "") -> str:
+    """ "unknown VITConfig field 'num_step' (did you mean num_steps?)": each name with the closest valid ones;
+    all the valid names are listed only when some unknown one has none close."""
+    parts, guessed = [], True
+    for name in sorted(unknown):
+        near = closest(name, valid)
+        parts.append(f"{name!r}" + (f" (did you mean {' or '.join(near)}?)" if near else ""))
+        guessed = guessed and bool(near)
+    text = f"unknown {kind}{'s' * (len(parts) > 1)} {', '.join(parts)}{where}"
+    return text if guessed else f"{text}; valid {kind}s: {', '.join(sorted(valid))}"

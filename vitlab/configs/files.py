@@ -70,7 +70,10 @@ def load_config(path: str | os.PathLike) -> VITConfig:
                 )
             except ValueError:
                 pass  # left for from_dict to report
-    return VITConfig.from_dict(values)
+    try:
+        return VITConfig.from_dict(values)
+    except ConfigError as error:  # which file holds the key or value
+        raise ConfigError(f"config file {path}: {error}") from None
 
 
 def export_config(cfg: VITConfig, fmt: str = "yaml", title: str | None = None) -> str:

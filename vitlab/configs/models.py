@@ -4,10 +4,9 @@ the CIFAR patch-4 models, Meta's DINOv2) and the other names they go by (`ALIASE
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 
-from vitlab.configs.checks import check_range, check_types
+from vitlab.configs.checks import check_range, check_types, closest, unknown_names
 from vitlab.errors import BadType, BadValue
 
 ARCHITECTURES = ("vit", "resnet")  # a Vision Transformer, or the CIFAR ResNet it is compared with (vitlab.cnn)
@@ -122,7 +121,7 @@ class ModelConfig:
         valid = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - valid)
         if unknown:
-            raise BadType(f"unknown ModelConfig field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
+            raise BadType(unknown_names("ModelConfig field", unknown, valid))
         return dataclasses.replace(self, **overrides)
 
 
@@ -249,9 +248,11 @@ def resolve_model_name(name: str) -> str:
         return ALIASES[name]
     if name in UNSUPPORTED:
         raise BadValue(f"model {name!r} is not supported: {UNSUPPORTED[name]}")
-    by_case = {known.lower(): known for known in list_models()}  # "vit-b_16" is close to ViT-B_16
-    close = difflib.get_close_matches(name.lower(), by_case, n=1, cutoff=0.75)
-    hint = f" (did you mean {by_case[close[0]]}?)" if close else ""
+    same_letters = [known for known in list_models() if known.lower() == name.lower()]
+    if len(same_letters) == 1:  # "vit-b_16" is ViT-B_16: no two names differ only in case
+        return resolve_model_name(same_letters[0])
+    close = closest(name, list_models(), count=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
     raise BadValue(f"unknown model {name!r}{hint}; valid names: {', '.join(list_models())}")
 
 

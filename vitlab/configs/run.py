@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitlab.configs.checks import ConfigError, check_choice, check_range, check_types, type_error
+from vitlab.configs.checks import ConfigError, check_choice, check_range, check_types, type_error, unknown_names
 from vitlab.configs.models import ModelConfig
 from vitlab.errors import IsAFolder, MissingFile
 
@@ -41,6 +41,7 @@ def _records_fields_set(cls):
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
+        check_fields(kwargs)  # a mistyped keyword: the closest field, not only Python's "unexpected keyword"
         init(self, *args, **kwargs)
         names = [f.name for f in dataclasses.fields(cls) if f.init]
         self.__dict__["_fields_set"] = frozenset(names[: len(args)]) | frozenset(kwargs)
@@ -98,7 +99,7 @@ class VITConfig:
     device_augment: bool = False  # CIFAR as uint8 on the device, augmented there in batches (no PIL workers)
     resume: str | None = None  # checkpoint to continue from, or "last" for save_dir/<run name>/last.pt
     log_every: int = 50  # log training scalars every so many steps (the only steps that sync with the GPU)
-    progress: bool = True  # show a tqdm progress bar
+    progress: bool = True  # show a tqdm progress bar; without one, a line at least every minute
 
     def __post_init__(self):
         check_types(self)
@@ -215,9 +216,7 @@ def check_model_overrides(overrides: dict, img_size: int | None = None) -> None:
     fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"unknown ModelConfig field(s) {unknown} in model_overrides; valid fields: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(unknown_names("ModelConfig field", unknown, fields, " in model_overrides"))
     for name, value in overrides.items():
         expected = type_error(str(fields[name].type), value)
         if expected:
@@ -230,8 +229,8 @@ def check_model_overrides(overrides: dict, img_size: int | None = None) -> None:
 
 
 def check_fields(values: dict) -> None:
-    """Every name in `values` is a VITConfig field; unknown ones are an error that lists the valid ones."""
+    """Every name in `values` is a VITConfig field; an unknown one is an error naming the closest (`unknown_names`)."""
     valid = {f.name for f in dataclasses.fields(VITConfig)}
     unknown = sorted(set(values) - valid)
     if unknown:
-        raise ConfigError(f"unknown VITConfig field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
+        raise ConfigError(unknown_names("VITConfig field", unknown, valid))

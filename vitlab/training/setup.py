@@ -30,7 +30,7 @@ from vitlab.training.build import (
     freeze_backbone,
 )
 from vitlab.training.devices import Distributed, main_process_first, seed_everything
-from vitlab.training.inputs import check_inputs
+from vitlab.training.inputs import check_inputs, weights_at_hand
 from vitlab.training.state import check_same_classes, reconcile_best, restore, resume_path
 from vitlab.training.stops import StopRequests
 from vitlab.weights.checkpoint import load_checkpoint, model_from_state
@@ -95,6 +95,8 @@ def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_s
         cfg = folders_augment_in_workers(cfg)
         notes.append(DEVICE_AUGMENT_OFF)
     micro_batch = checked_micro_batch_size(cfg, processes.world_size)
+    if model is None and resume_state is None:
+        cfg = weights_at_hand(cfg, notes)  # the recipe's DINOv2 file in another layout, when that one is here
     # Every missing input named at once, before anything is written (offline: the checkpoint and CIFAR-10).
     check_inputs(cfg, checkpoint=model is None and resume_state is None, data=train_set is None)
     run_dir = Path(cfg.save_dir) / cfg.run_name
