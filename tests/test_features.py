@@ -128,3 +128,14 @@ def test_a_second_probe_run_starts_from_the_kept_features_and_trains_the_same(tm
     assert results[0]["best_val_accuracy"] == results[1]["best_val_accuracy"]
     head = results[1]["model"].head
     assert head.in_features == 2 * results[1]["model"].cfg.hidden_size
+
+
+def test_a_long_feature_pass_says_how_far_it_is(tmp_path, monkeypatch):
+    import vitlab.training.features as features_module
+
+    monkeypatch.setenv("VITLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(features_module, "PROGRESS_SECONDS", 0)  # every batch counts as a minute
+    lines = []
+    _features(_model(), _data(48), _cfg(tmp_path), lines)
+    assert lines[0].startswith("  features: 20 of 48 images, ") and lines[1].startswith("  features: 40 of 48 images")
+    assert "computed in" in lines[-1]

@@ -80,12 +80,21 @@ def cache_key(model: torch.nn.Module, dataset: Dataset, cfg: VITConfig, precisio
     return digest.hexdigest()[:32]
 
 
+PROGRESS_SECONDS = 60  # a line about the feature pass at least this often: it can take minutes on a CPU
+
+
 @torch.no_grad()
-def compute_features(model, dataset: Dataset, cfg: VITConfig, device, precision: str) -> tuple[torch.Tensor, ...]:
-    """(features, labels) of every image of `dataset`, on the CPU: what the head of the frozen `model` reads."""
+def compute_features(
+    model, dataset: Dataset, cfg: VITConfig, device, precision: str, say=None
+) -> tuple[torch.Tensor, ...]:
+    """(features, labels) of every image of `dataset`, on the CPU: what the head of the frozen `model` reads.
+
+    `say`, when given, gets a line at least every minute: how many images are done, and at what rate.
+    """
     was_training = model.training
     model.eval()
     features, labels = [], []
+    start = last_line = time.perf_counter()
     try:
         for images, targets in loader(dataset, cfg):
             with autocast_context(device, precision):
@@ -93,6 +102,9 @@ def compute_features(model, dataset: Dataset, cfg: VITConfig, device, precision:
                 pooled = model.forward_head(tokens, pre_logits=True)  # (B, num_features)
             features.append(pooled.float().cpu())
             labels.append(torch.as_tensor(targets))
+            if say is not None and time.perf_counter() - last_line > PROGRESS_SECONDS:
+                done, last_line = sum(len(f) for f in features), time.perf_counter()
+                say(f"  features: {done:,} of {len(dataset):,} images, {done / (last_line - start):.0f} images/s")
     finally:
         model.train(was_training)
     return torch.cat(features), torch.cat(labels)
@@ -113,7 +125,7 @@ def backbone_features(
         features, labels = cached
         say(f"  features of {len(dataset):,} {what}: read from the cache, {path} ({time.perf_counter() - start:.1f} s)")
     else:
-        features, labels = compute_features(model, dataset, cfg, device, precision)
+        features, labels = compute_features(model, dataset, cfg, device, precision, say)
         seconds = time.perf_counter() - start
         kept = _write(path, features, labels)
         say(f"  features of {len(dataset):,} {what}: computed in {seconds:.0f} s ({precision}); {kept}")
