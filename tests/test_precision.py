@@ -26,6 +26,26 @@ def test_auto_precision_on_a_cpu_follows_its_bfloat16_hardware(monkeypatch, nati
         assert resolve_precision(forced, torch.device("cpu"))[0] == forced
 
 
+def test_on_a_cpu_auto_keeps_small_models_in_float32(monkeypatch, tmp_path, capsys):
+    """bfloat16 pays on a CPU for ViT-S (384 wide: 1.40x a step), not for the 192-wide ViT-CIFAR-3M (0.84x)."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, 384)[0] == "bf16" and resolve_precision("auto", cpu, None)[0] == "bf16"
+    precision, why = resolve_precision("auto", cpu, 192)
+    assert precision == "fp32" and "192" in why and "--precision bf16" in why
+    assert resolve_precision("bf16", cpu, 192)[0] == "bf16"
+    from vitlab.precision import model_width
+
+    assert model_width(vitlab.create_model("ViT-S_16")) == 384 and model_width(torch.nn.Linear(2, 2)) is None
+    from vitlab.train import train
+
+    fields = dict(dataset="synthetic", model_type="ViT-Test", img_size=32, train_batch_size=8, eval_batch_size=16,
+                  num_steps=1, warmup_steps=0, eval_every=1, num_workers=0, progress=False, data_dir=str(tmp_path),
+                  save_dir=str(tmp_path / "M2"), log_dir=str(tmp_path / "T2"), name="small")  # fmt: skip
+    assert train(VITConfig(**fields))["precision"] == "fp32"  # ViT-Test is 64 wide
+    assert "autocast" not in capsys.readouterr().out
+
+
 def test_a_cpu_without_onednn_counts_as_without_bfloat16(monkeypatch):
     def missing():
         raise RuntimeError("no mkldnn")
@@ -90,6 +110,7 @@ def _run(tmp_path, native, monkeypatch, **overrides):
     from vitlab.train import train
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr(vitlab.precision, "CPU_BF16_MIN_WIDTH", 1)  # ViT-Test counts as wide enough
     fields = dict(
         dataset="synthetic", model_type="ViT-Test", img_size=32, train_batch_size=8, eval_batch_size=16,
         num_steps=2, warmup_steps=1, eval_every=2, num_workers=0, progress=False,
@@ -129,6 +150,7 @@ def test_evaluate_and_predict_follow_the_same_choice(monkeypatch, native):
     from vitlab.predict import predict
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr(vitlab.precision, "CPU_BF16_MIN_WIDTH", 1)
     model = randomize_(vitlab.create_model("ViT-Test", num_classes=10), std=0.2)
     data = TensorDataset(torch.rand(32, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (32,)))
     exact, auto, bf16 = (evaluate(model, data, precision=p) for p in ("fp32", "auto", "bf16"))

@@ -78,7 +78,7 @@ def test_a_run_says_where_it_writes_then_one_line_per_evaluation(printed_run):
     lines = lines[next(i for i, line in enumerate(lines) if line.startswith("run ")) :]  # after any notes
     assert lines[0].startswith(f"run {cfg.run_name}: ViT-Test (")
     assert "parameters) from random weights on synthetic data, 6 steps of 32 images, cpu, fp32" in lines[0]
-    assert lines[1] == f"  TensorBoard: {result['run_dir']}  (tensorboard --logdir {cfg.log_dir})"
+    assert lines[1] == f"  TensorBoard: {result['tb_dir']}  (tensorboard --logdir {cfg.log_dir})"
     assert lines[2].startswith(f"  checkpoints: {result['checkpoint_dir']}/best.pt, last.pt")
     evaluations = [line for line in lines if line.startswith("step ")]
     number, percent = r"\d\.\d{4}", r"\d+\.\d\d%"
@@ -130,7 +130,7 @@ def test_tensorboard_hparams_are_the_distinguishing_fields_with_their_types(prin
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     _, result, _, _ = printed_run
-    events = EventAccumulator(result["run_dir"], size_guidance={"scalars": 0, "tensors": 0})
+    events = EventAccumulator(result["tb_dir"], size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
@@ -333,7 +333,7 @@ def test_every_run_carries_the_custom_scalars_layout_of_the_comparison(printed_r
     from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
     _, result, _, _ = printed_run
-    events = EventAccumulator(result["run_dir"], size_guidance={"tensors": 0})
+    events = EventAccumulator(result["tb_dir"], size_guidance={"tensors": 0})
     events.Reload()
     stored = events.Tensors(metadata.CONFIG_SUMMARY_TAG)[0].tensor_proto.string_val[0]
     layout = layout_pb2.Layout.FromString(stored)

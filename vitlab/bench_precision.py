@@ -24,7 +24,7 @@ import torch
 
 from vitlab.factory import create_model
 from vitlab.measure import alternate, inference_fn, machine_info, median_ratio, train_step_fn, trainer_seconds_per_step
-from vitlab.precision import cpu_has_native_bf16, resolve_precision
+from vitlab.precision import cpu_has_native_bf16, model_width, resolve_precision
 
 # name: (preset, image size, training batch, the experiment whose train() step is timed)
 SETUPS = {
@@ -81,7 +81,7 @@ def measure_setup(name: str, repeats: int, steps: int, warmup: int, compile: boo
     trainer = {"fp32": [], "auto": []}
     features = {"fp32": [], "auto": []}
     probe_images = torch.randn(256, 3, img_size, img_size, generator=generator)
-    auto, _ = resolve_precision("auto", cpu)
+    auto, _ = resolve_precision("auto", cpu, model_width(model))
     with tempfile.TemporaryDirectory() as workdir:
         for round_index in range(repeats):
             for precision in trainer:
@@ -89,7 +89,7 @@ def measure_setup(name: str, repeats: int, steps: int, warmup: int, compile: boo
                 cfg = cfg.replace(name=f"{precision}_{round_index}")
                 trainer[precision].append(trainer_seconds_per_step(cfg, copy.deepcopy(model), warmup))
                 probe_cfg = cfg.replace(num_workers=0)  # the images are ready tensors: the backbone's time alone
-                resolved = resolve_precision(precision, cpu)[0]
+                resolved = resolve_precision(precision, cpu, model_width(model))[0]
                 features[precision].append(feature_seconds(model, probe_images, probe_cfg, resolved))
     per_image = {
         "training step, plain loop": {k: v / batch for k, v in _medians(loop).items()},

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig, get_model_config
-from vitlab.errors import AlreadyExists, BadValue, MissingFile, NotAFolder
+from vitlab.errors import AlreadyExists, BadValue, MissingFile, NotAFolder, preview_names
 from vitlab.files import disk_full_cause, disk_full_error
 from vitlab.images import read_image
 from vitlab.synthetic import CIFAR10_CLASSES as CIFAR10_CLASSES  # CIFAR-10's class names, public here too
@@ -258,7 +258,7 @@ def synthetic_root(data_dir: str | os.PathLike) -> Path:
     return root
 
 
-def _source(cfg: VITConfig) -> tuple[str, Path]:
+def _torchvision_source(cfg: VITConfig) -> tuple[str, Path]:
     """(torchvision dataset name, root folder) behind `cfg.dataset`."""
     if cfg.dataset not in DATASET_NAMES:
         raise BadValue(f"unknown dataset {cfg.dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
@@ -284,7 +284,7 @@ def build_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Dataset | N
     """
     if cfg.dataset == "folder":
         return build_folder_datasets(cfg)
-    name, root = _source(cfg)
+    name, root = _torchvision_source(cfg)
     base_train = load_cifar(name, root, train=True)
     base_test = load_cifar(name, root, train=False)
     train_indices, val_indices = split_indices(len(base_train), cfg.val_split, cfg.seed)
@@ -304,7 +304,7 @@ def build_test_set(cfg: VITConfig) -> tuple[Dataset, list[str]]:
         mean, std = image_normalization(cfg)
         dataset = build_folder_eval_set(cfg.data_dir, cfg.img_size, cfg.crop_pct, mean, std)
         return dataset, list(dataset.classes)
-    name, root = _source(cfg)
+    name, root = _torchvision_source(cfg)
     base = load_cifar(name, root, train=False)
     mean, std = image_normalization(cfg)
     transform = build_transforms("none", cfg.img_size, train=False, mean=mean, std=std)
@@ -347,7 +347,7 @@ class ImageFolder(datasets.ImageFolder):
         empty = [name for index, name in enumerate(self.classes) if counts[index] == 0]
         if empty:
             raise BadValue(
-                f"class folder(s) {_preview(empty)} in {root} hold no images ({' '.join(IMAGE_EXTENSIONS)}): "
+                f"class folder(s) {preview_names(empty, 8)} in {root} hold no images ({' '.join(IMAGE_EXTENSIONS)}): "
                 "add images or remove the folder(s)"
             )
         if self.skipped:
@@ -355,7 +355,7 @@ class ImageFolder(datasets.ImageFolder):
         if self.loops:
             print(
                 f"note: {len(self.loops)} folder link(s) in {root} lead to a folder already read "
-                f"({_preview(self.loops, 3)}): each image is counted once"
+                f"({preview_names(self.loops, 3)}): each image is counted once"
             )
 
     def _is_image(self, path: str) -> bool:
@@ -408,12 +408,6 @@ def class_folders(directory: str | os.PathLike) -> list[str]:
     return classes
 
 
-def _preview(names, limit: int = 8) -> str:
-    names = list(names)
-    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def folder_splits(data_dir: str | os.PathLike) -> dict[str, Path]:
     """The split folders of `data_dir`: {"train": ..., "val": ..., "test": ...} as far as they exist, or {}
     when `data_dir` holds the class folders directly (so no class may be called train, val or test)."""
@@ -426,14 +420,14 @@ def folder_splits(data_dir: str | os.PathLike) -> dict[str, Path]:
     return {name: root / name for name in FOLDER_SPLITS if (root / name).is_dir()}
 
 
-def check_same_classes(reference: ImageFolder, other: ImageFolder) -> None:
+def check_same_class_folders(reference: ImageFolder, other: ImageFolder) -> None:
     """Train, val and test folders must name the same classes: the label of class k is its sorted position."""
     if reference.classes != other.classes:
         only_first = sorted(set(reference.classes) - set(other.classes))
         only_second = sorted(set(other.classes) - set(reference.classes))
         raise BadValue(
             f"the class folders of {reference.root} and {other.root} differ: only in the first: "
-            f"{_preview(only_first) or '-'}; only in the second: {_preview(only_second) or '-'}. "
+            f"{preview_names(only_first, 8) or '-'}; only in the second: {preview_names(only_second, 8) or '-'}. "
             "Every split needs the same class folders"
         )
 
@@ -472,7 +466,7 @@ def build_folder_datasets(cfg: VITConfig) -> tuple[Dataset, Dataset | None, Data
     base_train = ImageFolder(splits.get("train", cfg.data_dir))
     others = {name: ImageFolder(splits[name]) for name in ("val", "test") if name in splits}
     for base in others.values():
-        check_same_classes(base_train, base)
+        check_same_class_folders(base_train, base)
     if "val" in others:
         train_indices, val_base, val_indices = range(len(base_train)), others["val"], range(len(others["val"]))
     else:
@@ -531,8 +525,8 @@ def match_class_names(folder_classes: list[str], model_classes: list[str]) -> li
         return list(range(1000))
     raise BadValue(
         f"the folder's classes are not the model's: {len(unknown)} of {len(folder_classes)} class folders "
-        f"name no class of the model ({_preview(unknown)}); the model's {len(model_classes)} classes are "
-        f"{_preview(model_classes)}. Name the class folders as the model's classes"
+        f"name no class of the model ({preview_names(unknown, 8)}); the model's {len(model_classes)} classes are "
+        f"{preview_names(model_classes, 8)}. Name the class folders as the model's classes"
     )
 
 
@@ -574,7 +568,7 @@ def write_image_folders(
         return dest
     if dest.exists():
         raise AlreadyExists(f"{dest} exists without train/ and test/ folders: give a new folder")
-    name, root = _source(VITConfig(dataset=dataset, data_dir=str(data_dir)))
+    name, root = _torchvision_source(VITConfig(dataset=dataset, data_dir=str(data_dir)))
     partial = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted call
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):

@@ -3,7 +3,7 @@
 A command ends with one `error:` line for these and shows the traceback of anything else (a bug, in
 vitlab or in the user's own model or transform). Each also derives from the builtin error that Python
 code expects for it, so `except ValueError` and `except FileNotFoundError` catch vitlab's as before.
-This module imports nothing of vitlab's: every other module may raise its errors.
+This module imports nothing of vitlab's: every other module may raise its errors (and use `preview_names`).
 """
 
 from __future__ import annotations
@@ -51,3 +51,10 @@ class MissingPackage(VitlabError, ModuleNotFoundError):
 
 class MismatchedPackages(VitlabError, ImportError):
     """Installed packages that do not work together (torch and torchvision); the message says what to install."""
+
+
+def preview_names(names, limit: int = 10) -> str:
+    """The first `limit` of `names` for a message, comma-separated, and how many there are when some are left out."""
+    names = [str(name) for name in names]
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

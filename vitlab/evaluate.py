@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from vitlab import commands
 from vitlab.configs import DATASET_NAMES, PRECISIONS, VITConfig
 from vitlab.errors import BadValue
-from vitlab.precision import autocast_context, resolve_precision
+from vitlab.precision import autocast_context, model_width, resolve_precision
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def evaluate(
     "fp32" in float32 throughout.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    precision, _ = resolve_precision(precision, device)
+    precision, _ = resolve_precision(precision, device, model_width(model))
     was_training = model.training
     model.eval().to(device)
     # Its own generator: creating the loader must not draw from the global RNG that dropout uses.
@@ -51,7 +51,9 @@ def evaluate(
         with autocast_context(device, precision):
             logits = model(images)
         logits = logits.float()  # (B, num_classes)
-        check_labels(labels, logits.shape[1], seen)  # before .to(device): a loader's CPU labels, no wait for the device
+        check_batch_labels(
+            labels, logits.shape[1], seen
+        )  # before .to(device): a loader's CPU labels, no wait for the device
         seen += len(labels)
         labels = labels.to(device, non_blocking=True)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
@@ -71,7 +73,7 @@ def evaluate(
     }
 
 
-def check_labels(labels: torch.Tensor, num_classes: int, first: int) -> None:
+def check_batch_labels(labels: torch.Tensor, num_classes: int, first: int) -> None:
     """A batch's labels (samples first, first + 1, ...) are class indices of a model with `num_classes` outputs."""
     if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim != 1:
         raise BadValue(

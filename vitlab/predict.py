@@ -28,7 +28,7 @@ from vitlab.configs import PRECISIONS
 from vitlab.errors import BadValue, FileError, MissingFile
 from vitlab.images import read_image, to_rgb
 from vitlab.model import VisionTransformer
-from vitlab.precision import autocast_context, resolve_precision
+from vitlab.precision import autocast_context, model_width, resolve_precision
 
 
 def load_image(
@@ -88,7 +88,7 @@ def predict(
     was_training = model.training
     model.eval()
     try:
-        with autocast_context(x.device, resolve_precision(precision, x.device)[0]):
+        with autocast_context(x.device, resolve_precision(precision, x.device, model_width(model))[0]):
             logits = model(x)
         probabilities = logits.float().softmax(dim=-1)[0]  # (num_classes,)
     finally:

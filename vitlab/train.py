@@ -46,7 +46,7 @@ from vitlab.training.devices import (
     data_workers,
     setup_distributed,
 )
-from vitlab.training.features import backbone_features, features_once
+from vitlab.training.features import backbone_features, probe_on_fixed_features
 from vitlab.training.flags import parse_command_line
 from vitlab.training.logs import log_hparams, log_samples, open_writer, run_hparams
 from vitlab.training.run_folder import claim, sweep_temporaries
@@ -132,7 +132,7 @@ def train(
 
     Given datasets are any map-style datasets of (image tensor, int label); without `val_set` the
     last weights count as the best. The result holds best_val_accuracy, test_accuracy, test_top5,
-    steps, wall_time, run_dir (TensorBoard), checkpoint_dir, history (the logged steps) and `model`
+    steps, wall_time, tb_dir (the TensorBoard folder), checkpoint_dir, history (the logged steps) and `model`
     with the best weights, those the test accuracy belongs to.
 
     With `cfg.resume` the run continues with its saved config; fields of `cfg` that differ from it
@@ -198,7 +198,7 @@ def train_and_test(run: Run) -> dict:
     writer, bar = open_writer(cfg, processes, run.start_step), None
     log_start(run, writer)
     start_time = time.perf_counter()
-    trained, train_inputs, val_inputs = what_the_steps_train(run)
+    trained, train_inputs, val_inputs = trained_module_and_inputs(run)
     step, best, history, saved_step = run.start_step, run.start_best, [], run.start_step
     try:
         with run.stops.installed():
@@ -292,11 +292,11 @@ def log_start(run: Run, writer) -> None:
         say_where(run, writer)
 
 
-def what_the_steps_train(run: Run) -> tuple:
+def trained_module_and_inputs(run: Run) -> tuple:
     """(module, training inputs, validation inputs): the model on images or, in a linear probe on features
-    computed once (`features_once`), its head on those features."""
+    computed once (`probe_on_fixed_features`), its head on those features."""
     cfg = run.cfg
-    if not features_once(cfg):
+    if not probe_on_fixed_features(cfg):
         return run.model, run.train_set, run.val_set
     processes = run.processes
     say("linear probe: the frozen backbone's features, computed once", processes)
@@ -517,7 +517,7 @@ def finish(run: Run, writer, step: int, best: Best, history: list) -> dict:
         "best_val_accuracy": best.accuracy if run.val_set is not None else None,
         "best_step": best.step,
         "steps": step,
-        "run_dir": str(run.tb_dir),
+        "tb_dir": str(run.tb_dir),
         "checkpoint_dir": str(run.run_dir),
         "best_checkpoint": str(best_path),
         "history": history,
@@ -558,7 +558,7 @@ def summary_lines(cfg: VITConfig, result: dict) -> list[str]:
     if result.get("synthetic_data") and lines:
         lines.append("these accuracies are on synthetic data (coloured shapes in CIFAR-10's format), not real images")
     if cfg.TB_log:
-        lines.append(f"TensorBoard run: {result['run_dir']}  (tensorboard --logdir {cfg.log_dir})")
+        lines.append(f"TensorBoard run: {result['tb_dir']}  (tensorboard --logdir {cfg.log_dir})")
     lines.append(f"checkpoints: {result['checkpoint_dir']}/best.pt, last.pt")
     start = result.get("start_step", 0)
     steps = f"steps {start + 1}-{result['steps']}" if start else f"{result['steps']} steps"

@@ -118,7 +118,7 @@ def known_labels(dataset: Dataset) -> tuple[list, list[int] | None, Dataset] | N
     return (targets if indices is None else [targets[i] for i in indices]), indices, dataset
 
 
-def check_labels(dataset: Dataset | None, num_classes: int, split: str) -> None:
+def check_dataset_labels(dataset: Dataset | None, num_classes: int, split: str) -> None:
     """Labels kept beside the images are class indices below `num_classes`, checked before the run starts."""
     known = known_labels(dataset) if dataset is not None else None
     if not known or not known[0]:
@@ -132,10 +132,10 @@ def check_labels(dataset: Dataset | None, num_classes: int, split: str) -> None:
     if not bad:
         return
     index = bad[0]
-    class_index(labels[index], f"{index}{_source(base, indices[index] if indices else index)}", num_classes, split)
+    class_index(labels[index], f"{index}{_sample_file(base, indices[index] if indices else index)}", num_classes, split)
 
 
-def _source(base: Dataset, index: int) -> str:
+def _sample_file(base: Dataset, index: int) -> str:
     """Where sample `index` of `base` comes from, for a message: " (its file)" or ""."""
     samples, root, folder = (
         getattr(base, "samples", None),
@@ -181,7 +181,7 @@ def check_data(cfg: VITConfig, train_set, val_set, test_set, class_names: list[s
             "first step); give at least two classes (one folder per class for image folders)"
         )
     for split, dataset in (("training", train_set), ("validation", val_set), ("test", test_set)):
-        check_labels(dataset, len(class_names), split)
+        check_dataset_labels(dataset, len(class_names), split)
     check_first_sample(train_set, cfg.seed, len(class_names), model)
 
 
@@ -250,7 +250,7 @@ def build_device_batches(
 
     images, labels = uint8_cifar(dataset)
     if num_classes is not None:
-        check_labels(dataset, num_classes, "training")
+        check_dataset_labels(dataset, num_classes, "training")
     sampler = step_sampler(cfg, len(labels), micro, processes, start_step)
     from vitlab.data import image_normalization  # imported here: vitlab.data loads torchvision
 

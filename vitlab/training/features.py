@@ -1,7 +1,7 @@
 """A linear probe's inputs: what the frozen backbone makes of every image, computed once and kept on disk.
 
 A probe whose images nothing augments sees the same features in every epoch, so they are computed once before
-the first step (`features_once`). They are also kept in a cache file whose name is a hash of everything they
+the first step (`probe_on_fixed_features`). They are also kept in a cache file whose name is a hash of everything they
 depend on: the backbone's weights and architecture, the precision, and the images themselves after their
 transforms (hashed in a first, cheap pass that only decodes and resizes). A second probe on the same photos with
 the same weights reads that file and starts training at once; any change to a photo, a weight, the image size,
@@ -31,7 +31,7 @@ from vitlab.training.devices import data_workers
 CACHE_VERSION = 1  # part of every key: a change to what a cache file holds gives all files new names
 
 
-def features_once(cfg: VITConfig) -> bool:
+def probe_on_fixed_features(cfg: VITConfig) -> bool:
     """A linear probe whose inputs nothing augments: the frozen backbone's features are computed once."""
     return cfg.freeze_backbone and cfg.augment == "none" and not (cfg.mixup_alpha or cfg.cutmix_alpha)
 

@@ -27,7 +27,7 @@ from vitlab.configs import (
 from vitlab.configs.checks import unknown_names
 from vitlab.errors import BadValue
 
-SEED_FLAGS = {  # the flags of the original ViT-pytorch train.py -> VITConfig fields
+VIT_PYTORCH_FLAGS = {  # the flags of the original ViT-pytorch train.py -> VITConfig fields
     "name": "name",
     "dataset": "dataset",
     "model_type": "model_type",
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     fields = {f.name: f for f in dataclasses.fields(VITConfig)}
     comments = field_comments()
     seed = parser.add_argument_group("the flags of ViT-pytorch's train.py")
-    for flag, field_name in SEED_FLAGS.items():
+    for flag, field_name in VIT_PYTORCH_FLAGS.items():
         aliases = {"local_rank": ["--local-rank"], "output_dir": ["--save_dir"]}.get(flag, [])
         text, metavar = flag_help(fields[field_name], comments.get(field_name, f"VITConfig.{field_name}"))
         seed.add_argument(f"--{flag}", *aliases, dest=field_name, metavar=metavar, help=text)
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="accepted for compatibility and ignored: native AMP replaces apex")  # fmt: skip
     more = parser.add_argument_group("the other VITConfig fields")
     for name, field in fields.items():
-        if name not in SEED_FLAGS.values() and name != "resume":
+        if name not in VIT_PYTORCH_FLAGS.values() and name != "resume":
             text, metavar = flag_help(field, comments.get(name, f"VITConfig.{name}"))
             more.add_argument(f"--{name}", dest=name, metavar=metavar, help=text)
     return parser

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from vitlab.configs import VITConfig, resume_config
 from vitlab.errors import AlreadyExists, BadValue
-from vitlab.precision import resolve_precision
+from vitlab.precision import model_width, resolve_precision
 from vitlab.training.batches import check_data
 from vitlab.training.build import (
     DEVICE_AUGMENT_OFF,
@@ -31,7 +31,7 @@ from vitlab.training.build import (
 )
 from vitlab.training.devices import Distributed, main_process_first, seed_everything
 from vitlab.training.inputs import check_inputs, weights_at_hand
-from vitlab.training.state import check_same_classes, reconcile_best, restore, resume_path
+from vitlab.training.state import check_resumed_classes, reconcile_best, restore, resume_path
 from vitlab.training.stops import StopRequests
 from vitlab.weights.checkpoint import load_checkpoint, model_from_state
 
@@ -128,12 +128,12 @@ def setup_run(cfg: VITConfig, processes: Distributed, train_set, val_set, test_s
         # folder, so that `evaluate` on it scores those images, not the ones the model trained on.
         held_out = held_out_record(cfg, train_set) if given_train_set is None else None
     if resume_state is not None:
-        check_same_classes(resume_state, class_names, cfg)
+        check_resumed_classes(resume_state, class_names, cfg)
     check_data(cfg, train_set, val_set, test_set, class_names, model, given=given_train_set is not None)
     if cfg.freeze_backbone:
         freeze_backbone(model)
     model = model.to(processes.device)
-    precision, why = resolve_precision(cfg.precision, processes.device)
+    precision, why = resolve_precision(cfg.precision, processes.device, model_width(model))
     if cfg.precision == "auto" and precision != "fp32":
         notes.append(f"{precision} autocast: {why}")
     optimizer = build_optimizer(cfg, model, processes.device)

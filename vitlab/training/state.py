@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vitlab.configs import VITConfig
-from vitlab.errors import BadValue, MissingFile
+from vitlab.errors import BadValue, MissingFile, preview_names
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -82,7 +82,7 @@ def restore(state: dict, model, optimizer, scheduler, scaler) -> None:
     set_rng_state(state["rng"])
 
 
-def check_same_classes(state: dict, class_names: list[str], cfg: VITConfig) -> None:
+def check_resumed_classes(state: dict, class_names: list[str], cfg: VITConfig) -> None:
     """A resumed run goes on with the classes its checkpoint learned: other data are refused, naming both lists."""
     saved = state.get("class_names")
     if saved is None or list(saved) == list(class_names):
@@ -91,15 +91,10 @@ def check_same_classes(state: dict, class_names: list[str], cfg: VITConfig) -> N
     own = f" (its data_dir was {saved_dir})" if saved_dir and saved_dir != cfg.data_dir else ""
     raise BadValue(
         f"cannot resume run {cfg.run_name} on these data: its checkpoint learned {len(saved)} classes "
-        f"[{_preview(saved)}], but the data have {len(class_names)} classes [{_preview(class_names)}]. Resume with "
+        f"[{preview_names(saved, 12)}], but the data have {len(class_names)} classes "
+        f"[{preview_names(class_names, 12)}]. Resume with "
         f"the run's own data{own}, or start a new run with another --name"
     )
-
-
-def _preview(names, limit: int = 12) -> str:
-    names = [str(name) for name in names]
-    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 def aside_name(path: Path) -> Path:
