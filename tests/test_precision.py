@@ -42,7 +42,7 @@ def test_on_a_cpu_auto_keeps_small_models_in_float32(monkeypatch, tmp_path, caps
     fields = dict(dataset="synthetic", model_type="ViT-Test", img_size=32, train_batch_size=8, eval_batch_size=16,
                   num_steps=1, warmup_steps=0, eval_every=1, num_workers=0, progress=False, data_dir=str(tmp_path),
                   save_dir=str(tmp_path / "M2"), log_dir=str(tmp_path / "T2"), name="small")  # fmt: skip
-    assert train(VITConfig(**fields))["precision"] == "fp32"  # ViT-Test is 64 wide
+    assert train(VITConfig(**fields))["precision"] == "fp32"  # ViT-Test is 32 wide
     assert "autocast" not in capsys.readouterr().out
 
 
