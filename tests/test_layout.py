@@ -110,3 +110,11 @@ def test_modules_stay_readable_in_one_sitting():
     assert {name: n for name, n in lines.items() if n > 600} == {}
     configs = {name: n for name, n in lines.items() if name.startswith("vitlab.configs") and n > 400}
     assert configs == {}
+
+
+def test_the_trainer_imports_no_command_above_it():
+    """vitlab/training/ is below the commands: it takes precision from vitlab.precision, not from evaluate or bench."""
+    graph = import_graph()
+    above = {"vitlab.evaluate", "vitlab.bench", "vitlab.bench_precision", "vitlab.measure", "vitlab.train"}
+    upward = {name: graph[name] & above for name in graph if name.startswith("vitlab.training")}
+    assert {name: found for name, found in upward.items() if found} == {}
