@@ -14,7 +14,8 @@ One module per concern; every public name is importable from `vitlab.configs` as
     resume.py       what a resumed run may change (resume_config, CHANGEABLE_ON_RESUME)
     experiments.py  the ready-made experiments (get_experiment) and the saved runs (find_runs)
 
-None of them imports torch, or anything of vitlab's but `vitlab.files` (to write config.json whole).
+They import nothing of vitlab's but `vitlab.files` (to write config.json whole) and `vitlab.model`, whose
+`ModelConfig` holds the ViT's own fields (model.py imports torch and einops only).
 """
 
 from vitlab.configs.checks import ConfigError, check_types

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from vitlab.cnn import CifarResNet
 from vitlab.configs import ModelConfig, resolve_model_name
 from vitlab.errors import BadValue, FileError, IsAFolder, MissingFile
+from vitlab.factory import model_of
 from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
 from vitlab.weights.errors import CheckpointError, unreadable_torch_file
@@ -89,8 +89,7 @@ def model_from_state(state: dict, path: str | os.PathLike = "the checkpoint") ->
             "'model_config' expected); for Google's .npz files use vitlab.load_pretrained"
         )
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    model_cfg = ModelConfig(**{k: v for k, v in state["model_config"].items() if k in fields})
-    model = CifarResNet(model_cfg) if model_cfg.architecture == "resnet" else VisionTransformer(model_cfg)
+    model = model_of(ModelConfig(**{k: v for k, v in state["model_config"].items() if k in fields}))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:  # missing / unexpected keys, or shapes that differ
