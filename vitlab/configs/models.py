@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vitlab import model
@@ -14,8 +15,9 @@ from vitlab.model import CLASSIFIERS as CLASSIFIERS  # the pooling choices, publ
 from vitlab.model import GELU_APPROXIMATIONS as GELU_APPROXIMATIONS
 
 ARCHITECTURES = ("vit", "resnet")  # a Vision Transformer, or the CIFAR ResNet it is compared with (vitlab.cnn)
-# ImageNet's per-channel pixel statistics (RGB, pixels in [0, 1]): the input normalisation of
-# torchvision's and MAE's weights; Google's checkpoints use (0.5, 0.5, 0.5) instead, i.e. [-1, 1].
+# The input normalisations, (pixel / 255 - mean) / std per RGB channel. Google's checkpoints take pixels
+# scaled to [-1, 1]; torchvision's, MAE's and DINOv2's weights ImageNet's per-channel statistics.
+GOOGLE_MEAN = GOOGLE_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -32,8 +34,8 @@ class ModelConfig(model.ModelConfig):
     """
 
     resnet_layers: tuple[int, ...] | None = None  # hybrid: ResNet units per stage feeding 1x1 patches; None = pixels
-    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # inputs the weights expect: (pixel/255 - mean) / std
-    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (0.5, 0.5, 0.5) for both = Google's [-1, 1]
+    image_mean: tuple[float, float, float] = GOOGLE_MEAN  # inputs the weights expect: (pixel/255 - mean) / std
+    image_std: tuple[float, float, float] = GOOGLE_STD  # Google's [-1, 1] unless the weights say otherwise
     architecture: str = "vit"  # "vit", or "resnet": the CNN of the comparison (vitlab.cnn), same config, same trainer
 
     def __post_init__(self):
@@ -238,4 +240,18 @@ def list_models() -> list[str]:
 
 def get_model_config(name: str, **overrides) -> ModelConfig:
     """A fresh copy of preset `name` with `overrides` applied."""
-    return PRESETS[resolve_model_name(name)].replace(**overrides)
+    return model_config_from(overrides, preset=name)
+
+
+def model_config_from(fields: Mapping, preset: str | None = None) -> ModelConfig:
+    """The `ModelConfig` that a dict of its fields describes: a checkpoint's `model_config`, JSON, a run's
+    `model_overrides` (then on `preset`, a preset name or alias).
+
+    Without a preset, fields the dict lacks take ModelConfig's defaults, what a checkpoint written before the
+    field existed computed (the exact GELU, Google's [-1, 1] inputs). Lists from JSON become tuples; an unknown
+    field is an error that lists the valid ones.
+    """
+    if not isinstance(fields, Mapping):
+        raise BadType(f"a ModelConfig is a dict of its fields, got {type(fields).__name__}")
+    base = PRESETS[resolve_model_name(preset)] if preset is not None else ModelConfig()
+    return base.replace(**fields)
