@@ -72,3 +72,12 @@ def test_plain_state_dict_is_not_a_run_checkpoint(tmp_path):
     path = save_checkpoint(tmp_path / "weights.pt", vitlab.create_model("ViT-Test").state_dict())
     with pytest.raises(ValueError, match="not a vitlab run checkpoint"):
         model_from_checkpoint(path)
+
+
+def test_a_model_config_vitlab_cannot_build_names_the_file_and_the_field(tmp_path):
+    model = vitlab.create_model("ViT-Test")
+    fields = {**dataclasses.asdict(model.cfg), "rotary": True}  # a field this vitlab does not know
+    save_checkpoint(tmp_path / "new.pt", {"model": model.state_dict(), "model_config": fields})
+    with pytest.raises(ValueError) as raised:
+        model_from_checkpoint(tmp_path / "new.pt")
+    assert "new.pt" in str(raised.value) and "'rotary'" in str(raised.value)  # the file and the field

@@ -115,3 +115,30 @@ def test_a_mistyped_field_gets_the_closest_valid_one():
     with pytest.raises(ConfigError) as raised:
         VITConfig(model_overrides={"hiden_size": 64})
     assert "'hiden_size'" in str(raised.value) and "hidden_size" in str(raised.value)
+
+
+# --- model_config_from: a checkpoint's or a preset's fields as a ModelConfig -----------------------------
+def test_model_config_from_fields_a_checkpoint_or_a_preset_records():
+    import dataclasses
+    import json
+
+    from vitlab.configs import ModelConfig, model_config_from
+    from vitlab.errors import BadType
+    from vitlab.model import ModelConfig as ViTFields
+
+    preset = get_model_config("R50-ViT-B_16")
+    saved = json.loads(json.dumps(dataclasses.asdict(preset)))  # as a checkpoint or config.json holds it: lists
+    rebuilt = model_config_from(saved)
+    assert rebuilt == preset and isinstance(rebuilt, ModelConfig) and rebuilt.resnet_layers == (3, 4, 9)
+    assert isinstance(rebuilt, ViTFields)  # the model's own fields, extended
+    older = {k: v for k, v in saved.items() if k not in ("image_mean", "image_std", "gelu_approximate")}
+    assert (model_config_from(older).image_mean, model_config_from(older).gelu_approximate) == ((0.5,) * 3, "none")
+    assert model_config_from({"num_layers": 2}, preset="vit_b_16") == get_model_config("ViT-B_16", num_layers=2)
+    assert model_config_from({}, preset="ViT-Test") == get_model_config("ViT-Test")
+    with pytest.raises(TypeError) as raised:
+        model_config_from({"hidden": 5})
+    assert "'hidden'" in str(raised.value) and "hidden_size" in str(raised.value)  # the field, and the valid one
+    with pytest.raises(BadType, match="a dict of its fields, got list"):
+        model_config_from([("hidden_size", 5)])
+    with pytest.raises(ValueError, match="not divisible by num_heads 5"):
+        model_config_from({"num_heads": 5}, preset="ViT-Test")

@@ -1,4 +1,7 @@
-"""The model: shapes, equivalence with timm and torchvision, gradients, clear errors."""
+"""The model: shapes, equivalence with timm and torchvision, gradients, clear errors, model.py on its own."""
+
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -326,3 +329,77 @@ def test_gelu_choice_per_preset_and_switchable():
         assert not torch.allclose(model(x), exact_logits, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="unknown gelu_approximate 'erf': choose one of none, tanh"):
         vitlab.create_model("ViT-Test", gelu_approximate="erf")
+
+
+# --- vitlab/model.py on its own ---------------------------------------------------------------------
+STANDALONE_RUN = """
+import json, sys
+sys.modules["vitlab"] = None  # any import of vitlab's package fails: model.py must need none of it
+sys.path.insert(0, ".")  # python -I leaves the current folder off sys.path
+import torch
+from model import ModelConfig, VisionTransformer
+model = VisionTransformer(ModelConfig(**json.load(open("config.json")))).eval()
+model.load_state_dict(torch.load("weights.pt", weights_only=True))
+with torch.no_grad():
+    torch.save(model(torch.load("images.pt", weights_only=True)), "logits.pt")
+"""
+
+
+def test_model_file_alone_builds_vit_b16_with_the_same_logits(tmp_path):
+    """model.py copied into an empty folder, run without the repository on sys.path, equals create_model."""
+    import dataclasses
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import vitlab.model
+
+    shutil.copy(vitlab.model.__file__, tmp_path / "model.py")
+    model = randomize_(vitlab.create_model("ViT-B_16")).eval()  # random weights, not the zero head
+    fields = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(vitlab.model.ModelConfig)}
+    (tmp_path / "config.json").write_text(json.dumps(fields))
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    images = torch.randn(2, 3, 224, 224)
+    torch.save(images, tmp_path / "images.pt")
+    (tmp_path / "run.py").write_text(STANDALONE_RUN)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-I", "run.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with torch.no_grad():
+        expected = model(images)
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), expected)
+    assert expected.abs().max() > 0.1  # not a zero head
+
+
+def test_model_file_imports_torch_einops_and_the_standard_library_only():
+    import ast
+
+    import vitlab.model
+
+    tree = ast.parse(open(vitlab.model.__file__).read())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
+    tops = {name.split(".")[0] for name in imported}
+    assert tops - sys.stdlib_module_names - {"__future__"} <= {"torch", "einops"}, sorted(tops)
+    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree))  # no relative imports
+
+
+def test_hybrid_stem_is_given_to_the_model_not_imported_by_it():
+    cfg = vitlab.get_model_config("R50-ViT-B_16", img_size=32, num_layers=1, resnet_layers=(1, 1, 1))
+    with pytest.raises(ValueError, match="needs its ResNet stem"):
+        vitlab.VisionTransformer(cfg)
+    model = vitlab.create_model("R50-ViT-B_16", img_size=32, num_layers=1, resnet_layers=(1, 1, 1))
+    assert type(model.patch_embed).__module__ == "vitlab.hybrid" and model.patch_embed.num_patches == 4
+
+
+def test_stochastic_depth_is_torchvisions():
+    model = randomize_(vitlab.create_model("ViT-Test", drop_path_rate=0.5)).train()
+    block = model.encoder.blocks[1]
+    branch = torch.randn(8, 17, 32)
+    torch.manual_seed(3)
+    ours = block._residual(branch)
+    torch.manual_seed(3)
+    theirs = torchvision.ops.stochastic_depth(branch, 0.5, mode="row", training=True)
+    torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
+    assert block.eval()._residual(branch) is branch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +14,19 @@ from conftest import randomize_
 from PIL import Image
 from torchvision import transforms
 
+import vitlab.configs
 from vitlab.augment import uint8_cifar
-from vitlab.configs import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, VITConfig, get_experiment, get_model_config
+from vitlab.configs import (
+    GOOGLE_MEAN,
+    GOOGLE_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    VITConfig,
+    get_experiment,
+    get_model_config,
+    model_config_from,
+)
 from vitlab.data import build_datasets, build_test_set, build_transforms, image_normalization
 from vitlab.factory import create_model
 from vitlab.predict import load_image, predict
@@ -42,6 +54,21 @@ def _pixel_image(size: int = 4) -> Image.Image:
 
 
 # --- configs ---------------------------------------------------------------------------------------
+def test_each_normalisation_is_written_once():
+    # Google's [-1, 1] and ImageNet's statistics are named in vitlab.configs; every other module imports them.
+    package = Path(vitlab.configs.__file__).parent.parent
+    for numbers in ("0.5, 0.5, 0.5", "0.485, 0.456, 0.406", "0.229, 0.224, 0.225"):
+        places = [
+            f"{path.relative_to(package)}:{number}"
+            for path in sorted(package.rglob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), 1)
+            if numbers in line
+        ]
+        assert len(places) == 1 and places[0].startswith(str(Path("configs", "models.py:"))), places
+    assert GOOGLE_MEAN == GOOGLE_STD == (0.5, 0.5, 0.5)
+    assert ModelConfig().image_mean == GOOGLE_MEAN and load_image.__defaults__ == (GOOGLE_MEAN, GOOGLE_STD)
+
+
 def test_presets_carry_the_normalisation_their_weights_expect():
     assert get_model_config("vit_base_p16").image_mean == IMAGENET_MEAN == (0.485, 0.456, 0.406)
     assert get_model_config("ViT-B_16-MAE").image_std == IMAGENET_STD == (0.229, 0.224, 0.225)
@@ -49,7 +76,7 @@ def test_presets_carry_the_normalisation_their_weights_expect():
         config = get_model_config(name)
         assert (config.image_mean, config.image_std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), name
     # JSON gives lists: they become tuples of floats, equal to the constants.
-    config = ModelConfig(**json.loads(json.dumps(dataclasses.asdict(get_model_config("vit_base_p16")))))
+    config = model_config_from(json.loads(json.dumps(dataclasses.asdict(get_model_config("vit_base_p16")))))
     assert config.image_mean == IMAGENET_MEAN and isinstance(config.image_std, tuple)
     assert ModelConfig(image_mean=[0, 1, 1]).image_mean == (0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="image_std must hold positive numbers"):

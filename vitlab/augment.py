@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitlab.configs import GOOGLE_MEAN, GOOGLE_STD
 from vitlab.errors import BadType, BadValue
 
 __all__ = [
@@ -210,8 +211,8 @@ class DeviceAugment(nn.Module):
         scale: tuple[float, float] = (0.05, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip: bool = True,
-        mean: float | Sequence[float] = 0.5,
-        std: float | Sequence[float] = 0.5,
+        mean: float | Sequence[float] = GOOGLE_MEAN,
+        std: float | Sequence[float] = GOOGLE_STD,
         antialias: bool = True,
     ):
         super().__init__()
@@ -243,8 +244,8 @@ class DeviceEvalTransform(nn.Module):
     def __init__(
         self,
         img_size: int,
-        mean: float | Sequence[float] = 0.5,
-        std: float | Sequence[float] = 0.5,
+        mean: float | Sequence[float] = GOOGLE_MEAN,
+        std: float | Sequence[float] = GOOGLE_STD,
         antialias: bool = True,
     ):
         super().__init__()
@@ -444,8 +445,8 @@ class DevicePadCropAugment(nn.Module):
         img_size: int,
         trivial_augment: bool = True,
         padding: int = 4,
-        mean: float | Sequence[float] = 0.5,
-        std: float | Sequence[float] = 0.5,
+        mean: float | Sequence[float] = GOOGLE_MEAN,
+        std: float | Sequence[float] = GOOGLE_STD,
         num_magnitude_bins: int = 31,
     ):
         super().__init__()

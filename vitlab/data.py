@@ -21,14 +21,12 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, VITConfig, get_model_config
+from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, GOOGLE_MEAN, GOOGLE_STD, VITConfig, get_model_config
 from vitlab.errors import AlreadyExists, BadValue, MissingFile, NotAFolder, preview_names
 from vitlab.files import disk_full_cause, disk_full_error
 from vitlab.images import read_image
 from vitlab.synthetic import CIFAR10_CLASSES as CIFAR10_CLASSES  # CIFAR-10's class names, public here too
 from vitlab.synthetic import SYNTHETIC_MARKER, write_synthetic_cifar
-
-MEAN = STD = (0.5, 0.5, 0.5)  # scales [0, 1] to [-1, 1], the input range of Google's checkpoints
 
 _ARCHIVES = {
     "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py", datasets.CIFAR10),
@@ -85,7 +83,7 @@ def _image_transform(
 
 
 def build_transforms(
-    augment: str, img_size: int, train: bool, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD
+    augment: str, img_size: int, train: bool, mean: tuple[float, ...] = GOOGLE_MEAN, std: tuple[float, ...] = GOOGLE_STD
 ) -> transforms.Compose:
     """PIL image (CIFAR's 32 x 32) -> (tensor - mean) / std at `img_size` ([-1, 1] by default).
 
@@ -437,8 +435,8 @@ def folder_transforms(
     img_size: int,
     train: bool,
     crop_pct: float = 1.0,
-    mean: tuple[float, ...] = MEAN,
-    std: tuple[float, ...] = STD,
+    mean: tuple[float, ...] = GOOGLE_MEAN,
+    std: tuple[float, ...] = GOOGLE_STD,
 ) -> transforms.Compose:
     """The transforms of `build_transforms` for images of any size and aspect ratio.
 
@@ -534,8 +532,8 @@ def build_folder_eval_set(
     data_dir: str | os.PathLike,
     img_size: int,
     crop_pct: float = 1.0,
-    mean: tuple[float, ...] = MEAN,
-    std: tuple[float, ...] = STD,
+    mean: tuple[float, ...] = GOOGLE_MEAN,
+    std: tuple[float, ...] = GOOGLE_STD,
     class_names: list[str] | None = None,
 ) -> TransformedSubset:
     """`folder_eval_split(data_dir)` with the evaluation transform; with `class_names` (the model's),

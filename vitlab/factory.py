@@ -8,6 +8,7 @@ from pathlib import Path
 from vitlab import commands
 from vitlab.cnn import CifarResNet
 from vitlab.configs import ALIASES, PRESETS, ModelConfig, get_model_config, list_models
+from vitlab.hybrid import HybridEmbedding
 from vitlab.model import VisionTransformer
 
 __all__ = ["create_model", "list_models", "model_of", "show_support_list"]
@@ -40,8 +41,17 @@ def create_model(
 
 
 def model_of(cfg: ModelConfig) -> VisionTransformer | CifarResNet:
-    """The model `cfg` describes, with fresh weights: a ViT, or the CIFAR ResNet for `architecture="resnet"`."""
-    return CifarResNet(cfg) if cfg.architecture == "resnet" else VisionTransformer(cfg)
+    """The model `cfg` describes, with fresh weights: a ViT (the hybrid's with its ResNet stem), or the CIFAR
+    ResNet for `architecture="resnet"`."""
+    if cfg.architecture == "resnet":
+        return CifarResNet(cfg)
+    if cfg.resnet_layers:  # the hybrid: tokens from ResNet features instead of pixel patches (vitlab/hybrid.py)
+        stem = HybridEmbedding(
+            img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, hidden_size=cfg.hidden_size,
+            layers=cfg.resnet_layers,
+        )  # fmt: skip
+        return VisionTransformer(cfg, patch_embed=stem)
+    return VisionTransformer(cfg)
 
 
 def show_support_list() -> str:

@@ -14,6 +14,9 @@ the tests compare with: the standardised kernel is (w - mean) / sqrt(var + 1e-8)
 is 1e-5. Google's flax code uses (w - mean) / (std + 1e-5) and GroupNorm eps 1e-6; on random weights
 that moves the logits by about 0.1-0.6% (almost all of it from the kernel formula). Module names
 follow timm's, so its state dicts load as they are.
+
+`vitlab.model` does not import this module: `vitlab.factory.model_of` builds the stem and hands it to
+`VisionTransformer(cfg, patch_embed=...)`, so vitlab/model.py runs on its own with torch and einops.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vitlab.patch_grid import PatchGrid
+from vitlab.model import PatchGrid
 
 WEIGHT_STANDARDIZATION_EPS = 1e-8  # timm's StdConv2dSame for the hybrid
 GROUP_NORM_EPS = 1e-5  # timm's GroupNormAct

@@ -8,6 +8,7 @@
       -> head                    optional pre-logits (Linear + tanh), then Linear to classes
 
 Names follow the paper: N = (H / P) * (W / P) patches, D = hidden_size, T = tokens per image.
+The file needs torch and einops only: copied alone, `VisionTransformer(ModelConfig())` is a ViT-B/16.
 
 Two details decide whether the logits equal those of a given reference, not only the shapes:
 - GELU: Google's JAX ViT uses flax's default `gelu`, the tanh approximation
@@ -22,7 +23,9 @@ Two details decide whether the logits equal those of a given reference, not only
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,19 +33,96 @@ from einops import rearrange
 from einops.layers.torch import Rearrange
 from torch import nn
 
-from vitlab.configs import CLASSIFIERS, ModelConfig
-from vitlab.hybrid import HybridEmbedding
-from vitlab.patch_grid import PatchGrid
-
 LAYER_NORM_EPS = 1e-6  # the value of Google's implementation; PyTorch's default 1e-5 changes logits
+# "token": the CLS token; "gap": the mean of the patch tokens; "token_gap": both concatenated, as DINOv2's linear
+# evaluation reads its backbone (Oquab et al. 2023).
+CLASSIFIERS = ("token", "gap", "token_gap")
+GELU_APPROXIMATIONS = ("none", "tanh")  # torch.nn.GELU(approximate=...): exact erf, or Google's tanh form
+
+
+@dataclass
+class ModelConfig:
+    """Everything that fixes a ViT's layers; the defaults are ViT-B/16 (86 M parameters with 1000 classes).
+
+    `vitlab.configs.ModelConfig` extends it with what the package needs around the model (the input
+    normalisation, the hybrid's ResNet stem, the CNN of the comparison) and names the presets.
+    """
+
+    img_size: int = 224  # input height = width in pixels; must be a multiple of patch_size
+    patch_size: int = 16  # P: each P x P patch becomes one token (16 -> "ViT-B_16")
+    in_chans: int = 3  # input channels (RGB)
+    hidden_size: int = 768  # D: token width throughout the encoder
+    num_layers: int = 12  # L: number of encoder blocks
+    num_heads: int = 12  # attention heads; hidden_size must divide evenly among them
+    mlp_dim: int = 3072  # MLP hidden width, 4 * D in the paper's models
+    num_classes: int = 1000  # output classes; 0 removes the head and the model returns features
+    classifier: str = "token"  # "token": the CLS token; "gap": mean of the patch tokens; "token_gap": both
+    class_token: bool = True  # prepend a learned CLS token (Google's "gap" models have none)
+    fc_norm: bool = False  # MAE style: final LayerNorm on the pooled vector instead of on every token
+    representation_size: int | None = None  # width of the pre-logits layer (Linear + tanh); None = none
+    dropout_rate: float = 0.0  # dropout after position embeddings, attention output and MLP layers
+    attention_dropout_rate: float = 0.0  # dropout on the attention probabilities
+    drop_path_rate: float = 0.0  # stochastic depth at the last block (linearly less before it)
+    gelu_approximate: str = "none"  # MLP GELU: "none" = exact erf (timm, torchvision, MAE), "tanh" = Google's JAX ViT
+    layer_scale_init: float | None = None  # LayerScale (DINOv2): per-channel gammas on each residual branch, from this
+    num_register_tokens: int = 0  # DINOv2's "_reg" models: 4 learned tokens after CLS, without positions
+
+    def __post_init__(self):
+        # Refused here in one line each, before any layer is built.
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {self.classifier!r}: choose one of {', '.join(CLASSIFIERS)}")
+        if self.classifier == "token_gap" and not self.class_token:
+            raise ValueError("classifier 'token_gap' reads the CLS token, but class_token is False: use 'gap'")
+        if self.gelu_approximate not in GELU_APPROXIMATIONS:
+            choices = ", ".join(GELU_APPROXIMATIONS)
+            raise ValueError(f"unknown gelu_approximate {self.gelu_approximate!r}: choose one of {choices}")
+        if self.img_size % self.patch_size != 0:
+            raise ValueError(
+                f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}: choose an image size "
+                f"that is a multiple of {self.patch_size} (e.g. {self.img_size // self.patch_size * self.patch_size})"
+            )
+        if self.hidden_size % self.num_heads != 0:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}: choose a number of "
+                "heads that divides the width"
+            )
+
+    @property
+    def num_patches(self) -> int:
+        return (self.img_size // self.patch_size) ** 2
+
+
+class PatchGrid(nn.Module):
+    """What every patch embedding shares: the image size it accepts and the grid of patches it makes.
+
+    `PatchEmbedding` below cuts pixels into patches; the hybrid's `vitlab.hybrid.HybridEmbedding` makes
+    its tokens from ResNet features on the same grid.
+    """
+
+    def __init__(self, *, img_size: int, patch_size: int, in_chans: int):
+        super().__init__()
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """A clear error, before any computation, for images the model was not built for."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans or x.shape[2:] != (self.img_size, self.img_size):
+            raise ValueError(
+                f"expected images of shape (B, {self.in_chans}, {self.img_size}, {self.img_size}), got "
+                f"{tuple(x.shape)}: resize the input, or build the model with img_size={x.shape[-1]} "
+                f"/ in_chans={x.shape[1] if x.ndim == 4 else '?'} (position embeddings are resized "
+                "when a checkpoint is loaded)"
+            )
 
 
 class PatchEmbedding(PatchGrid):
     """Split an image into non-overlapping P x P patches and project each to D dimensions.
 
     A Conv2d with kernel = stride = P is exactly "flatten each patch, multiply by one matrix":
-    `forward_einops` computes the same thing the way the paper describes it. The image size and
-    the patch grid (`grid_size`, `num_patches`, the input check) come from `vitlab.patch_grid.PatchGrid`.
+    `forward_einops` computes the same thing the way the paper describes it.
     """
 
     def __init__(self, *, img_size: int, patch_size: int, in_chans: int, hidden_size: int):
@@ -162,11 +242,13 @@ class EncoderBlock(nn.Module):
         self.drop_path = drop_path  # stochastic depth: drop the whole residual branch per sample
 
     def _residual(self, branch: torch.Tensor) -> torch.Tensor:
-        if self.drop_path == 0.0:
+        if self.drop_path == 0.0 or not self.training:
             return branch
-        from torchvision.ops import stochastic_depth  # imported here: torchvision takes a second to import
-
-        return stochastic_depth(branch, self.drop_path, mode="row", training=self.training)
+        # Keep each sample's branch with probability 1 - p, scaled to keep its mean (torchvision's
+        # `stochastic_depth(mode="row")`, computed the same way).
+        survival = 1.0 - self.drop_path
+        keep = torch.empty((branch.shape[0], 1, 1), dtype=branch.dtype, device=branch.device).bernoulli_(survival)
+        return branch * (keep / survival if survival > 0.0 else keep)  # (B, T, D)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         if return_attention:
@@ -198,18 +280,14 @@ class Encoder(nn.Module):
 class VisionTransformer(nn.Module):
     """ViT: patch embedding, CLS token, position embeddings, encoder, pooling and head."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, patch_embed: nn.Module | None = None):
         super().__init__()
-        if cfg.classifier not in CLASSIFIERS:
-            raise ValueError(f"unknown classifier {cfg.classifier!r}: choose one of {', '.join(CLASSIFIERS)}")
+        if getattr(cfg, "resnet_layers", None) and patch_embed is None:  # vitlab's hybrid presets
+            raise ValueError("a hybrid config (resnet_layers) needs its ResNet stem: build it with vitlab.create_model")
         self.cfg = cfg
-        embed_args = dict(
-            img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, hidden_size=cfg.hidden_size
-        )
-        if cfg.resnet_layers:  # the hybrid model: ResNet features instead of pixels (vitlab/hybrid.py)
-            self.patch_embed = HybridEmbedding(**embed_args, layers=cfg.resnet_layers)
-        else:
-            self.patch_embed = PatchEmbedding(**embed_args)
+        # Or another module with the same interface: the hybrid's ResNet stem (vitlab/hybrid.py), images -> (B, N, D).
+        embed = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans)
+        self.patch_embed = PatchEmbedding(**embed, hidden_size=cfg.hidden_size) if patch_embed is None else patch_embed
         # Tokens in front of the patches: CLS, then DINOv2's registers. Only CLS has a position.
         self.num_prefix_positions = 1 if cfg.class_token else 0
         self.num_prefix_tokens = self.num_prefix_positions + cfg.num_register_tokens
@@ -309,7 +387,7 @@ class VisionTransformer(nn.Module):
 
     def set_gelu_approximate(self, approximate: str) -> None:
         """Switch every MLP between the exact GELU ("none") and Google's tanh approximation ("tanh")."""
-        self.cfg = self.cfg.replace(gelu_approximate=approximate)  # replace() checks the value
+        self.cfg = dataclasses.replace(self.cfg, gelu_approximate=approximate)  # the copy checks the value
         for block in self.encoder.blocks:
             block.mlp.act.approximate = approximate
 

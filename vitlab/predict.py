@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitlab import commands
-from vitlab.configs import PRECISIONS
+from vitlab.configs import GOOGLE_MEAN, GOOGLE_STD, PRECISIONS
 from vitlab.errors import BadValue, FileError, MissingFile
 from vitlab.images import read_image, to_rgb
 from vitlab.model import VisionTransformer
@@ -34,8 +34,8 @@ from vitlab.precision import autocast_context, model_width, resolve_precision
 def load_image(
     image: str | os.PathLike | Image.Image | torch.Tensor,
     img_size: int,
-    mean: Sequence[float] = (0.5, 0.5, 0.5),
-    std: Sequence[float] = (0.5, 0.5, 0.5),
+    mean: Sequence[float] = GOOGLE_MEAN,
+    std: Sequence[float] = GOOGLE_STD,
 ) -> torch.Tensor:
     """An image as the model's input: (3, img_size, img_size), resized bilinearly, (pixel - mean) / std.
 

@@ -14,7 +14,8 @@ One module per concern; every public name is importable from `vitlab.configs` as
     resume.py       what a resumed run may change (resume_config, CHANGEABLE_ON_RESUME)
     experiments.py  the ready-made experiments (get_experiment) and the saved runs (find_runs)
 
-None of them imports torch, or anything of vitlab's but `vitlab.files` (to write config.json whole).
+They import nothing of vitlab's but `vitlab.files` (to write config.json whole) and `vitlab.model`, whose
+`ModelConfig` holds the ViT's own fields (model.py imports torch and einops only).
 """
 
 from vitlab.configs.checks import ConfigError, check_types
@@ -25,6 +26,8 @@ from vitlab.configs.models import (
     ARCHITECTURES,
     CLASSIFIERS,
     GELU_APPROXIMATIONS,
+    GOOGLE_MEAN,
+    GOOGLE_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRESETS,
@@ -32,6 +35,7 @@ from vitlab.configs.models import (
     ModelConfig,
     get_model_config,
     list_models,
+    model_config_from,
     presets_of_shape,
     resolve_model_name,
 )
@@ -58,6 +62,8 @@ __all__ = [
     "DECAY_TYPES",
     "EXPERIMENTS",
     "GELU_APPROXIMATIONS",
+    "GOOGLE_MEAN",
+    "GOOGLE_STD",
     "IDENTITY_FIELDS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -79,6 +85,7 @@ __all__ = [
     "get_model_config",
     "list_models",
     "load_config",
+    "model_config_from",
     "presets_of_shape",
     "resolve_model_name",
     "resume_config",

@@ -4,52 +4,37 @@ the CIFAR patch-4 models, Meta's DINOv2) and the other names they go by (`ALIASE
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from vitlab import model
 from vitlab.configs.checks import check_range, check_types, closest, unknown_names
 from vitlab.errors import BadType, BadValue
+from vitlab.model import CLASSIFIERS as CLASSIFIERS  # the pooling choices, public here too
+from vitlab.model import GELU_APPROXIMATIONS as GELU_APPROXIMATIONS
 
 ARCHITECTURES = ("vit", "resnet")  # a Vision Transformer, or the CIFAR ResNet it is compared with (vitlab.cnn)
-# "token": the CLS token; "gap": the mean of the patch tokens; "token_gap": both concatenated, as DINOv2's linear
-# evaluation reads its backbone (Oquab et al. 2023).
-CLASSIFIERS = ("token", "gap", "token_gap")
-GELU_APPROXIMATIONS = ("none", "tanh")  # torch.nn.GELU(approximate=...): exact erf, or Google's tanh form
-# ImageNet's per-channel pixel statistics (RGB, pixels in [0, 1]): the input normalisation of
-# torchvision's and MAE's weights; Google's checkpoints use (0.5, 0.5, 0.5) instead, i.e. [-1, 1].
+# The input normalisations, (pixel / 255 - mean) / std per RGB channel. Google's checkpoints take pixels
+# scaled to [-1, 1]; torchvision's, MAE's and DINOv2's weights ImageNet's per-channel statistics.
+GOOGLE_MEAN = GOOGLE_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class ModelConfig:
-    """Everything that fixes a ViT's shape; a preset is one of these with a name.
+class ModelConfig(model.ModelConfig):
+    """Everything that fixes a model: the ViT's layers (`vitlab.model.ModelConfig`, whose fields come first)
+    and what vitlab adds around them; a preset is one of these with a name. Made with a field of the wrong
+    type, out of range or that does not fit the others, it is refused in one line.
 
     `architecture="resnet"` describes the CNN of the comparison instead (`vitlab.cnn.CifarResNet`): there
     `hidden_size` is the first stage's width and `num_layers` the basic blocks per stage; patch, attention and
     MLP fields are unused.
     """
 
-    img_size: int = 224  # input height = width in pixels; must be a multiple of patch_size
-    patch_size: int = 16  # P: each P x P patch becomes one token (16 -> "ViT-B_16")
-    in_chans: int = 3  # input channels (RGB)
-    hidden_size: int = 768  # D: token width throughout the encoder
-    num_layers: int = 12  # L: number of encoder blocks
-    num_heads: int = 12  # attention heads; hidden_size must divide evenly among them
-    mlp_dim: int = 3072  # MLP hidden width, 4 * D in the paper's models
-    num_classes: int = 1000  # output classes; 0 removes the head and the model returns features
-    classifier: str = "token"  # "token": the CLS token; "gap": mean of the patch tokens; "token_gap": both
-    class_token: bool = True  # prepend a learned CLS token (Google's "gap" models have none)
-    fc_norm: bool = False  # MAE style: final LayerNorm on the pooled vector instead of on every token
-    representation_size: int | None = None  # width of the pre-logits layer (Linear + tanh); None = none
-    dropout_rate: float = 0.0  # dropout after position embeddings, attention output and MLP layers
-    attention_dropout_rate: float = 0.0  # dropout on the attention probabilities
-    drop_path_rate: float = 0.0  # stochastic depth at the last block (linearly less before it)
-    gelu_approximate: str = "none"  # MLP GELU: "none" = exact erf (timm, torchvision, MAE), "tanh" = Google's JAX ViT
     resnet_layers: tuple[int, ...] | None = None  # hybrid: ResNet units per stage feeding 1x1 patches; None = pixels
-    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # inputs the weights expect: (pixel/255 - mean) / std
-    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (0.5, 0.5, 0.5) for both = Google's [-1, 1]
-    layer_scale_init: float | None = None  # LayerScale (DINOv2): per-channel gammas on each residual branch, from this
-    num_register_tokens: int = 0  # DINOv2's "_reg" models: 4 learned tokens after CLS, without positions
+    image_mean: tuple[float, float, float] = GOOGLE_MEAN  # inputs the weights expect: (pixel/255 - mean) / std
+    image_std: tuple[float, float, float] = GOOGLE_STD  # Google's [-1, 1] unless the weights say otherwise
     architecture: str = "vit"  # "vit", or "resnet": the CNN of the comparison (vitlab.cnn), same config, same trainer
 
     def __post_init__(self):
@@ -76,32 +61,15 @@ class ModelConfig:
             raise BadValue(f"image_std must hold positive numbers, got {self.image_std}")
         if self.architecture not in ARCHITECTURES:
             raise BadValue(f"unknown architecture {self.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
-        if self.gelu_approximate not in GELU_APPROXIMATIONS:
-            raise BadValue(
-                f"unknown gelu_approximate {self.gelu_approximate!r}: choose one of {', '.join(GELU_APPROXIMATIONS)}"
-            )
         if self.architecture == "vit":
-            self._check_shapes()
+            try:
+                super().__post_init__()  # the choices and sizes the ViT's layers need, checked by vitlab/model.py
+            except ValueError as error:
+                raise BadValue(str(error)) from None
+            self._check_hybrid()
 
-    def _check_shapes(self) -> None:
-        """The sizes a ViT needs to divide evenly, checked here so a command refuses them in one line.
-
-        vitlab/model.py checks the same when it builds the layers (it is meant to run on its own too).
-        """
-        if self.classifier not in CLASSIFIERS:
-            raise BadValue(f"unknown classifier {self.classifier!r}: choose one of {', '.join(CLASSIFIERS)}")
-        if self.classifier == "token_gap" and not self.class_token:
-            raise BadValue("classifier 'token_gap' reads the CLS token, but class_token is False: use classifier='gap'")
-        if self.img_size % self.patch_size != 0:
-            raise BadValue(
-                f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}: choose an image size "
-                f"that is a multiple of {self.patch_size} (e.g. {self.img_size // self.patch_size * self.patch_size})"
-            )
-        if self.hidden_size % self.num_heads != 0:
-            raise BadValue(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}: choose a number of "
-                "heads that divides the width"
-            )
+    def _check_hybrid(self) -> None:
+        """The ResNet stem's stride is the patch size (vitlab/hybrid.py)."""
         if self.resnet_layers:  # () builds the plain ViT, as None does
             if min(self.resnet_layers) < 1:
                 raise BadValue(f"resnet_layers must be a non-empty tuple of unit counts >= 1, got {self.resnet_layers}")
@@ -111,10 +79,6 @@ class ModelConfig:
                     f"patch_size {self.patch_size} does not match the ResNet's stride {stride} for "
                     f"resnet_layers={self.resnet_layers}: use patch_size={stride}"
                 )
-
-    @property
-    def num_patches(self) -> int:
-        return (self.img_size // self.patch_size) ** 2
 
     def replace(self, **overrides) -> ModelConfig:
         """A copy with some fields changed; unknown field names are an error that lists the valid ones."""
@@ -277,4 +241,18 @@ def list_models() -> list[str]:
 
 def get_model_config(name: str, **overrides) -> ModelConfig:
     """A fresh copy of preset `name` with `overrides` applied."""
-    return PRESETS[resolve_model_name(name)].replace(**overrides)
+    return model_config_from(overrides, preset=name)
+
+
+def model_config_from(fields: Mapping, preset: str | None = None) -> ModelConfig:
+    """The `ModelConfig` that a dict of its fields describes: a checkpoint's `model_config`, JSON, a run's
+    `model_overrides` (then on `preset`, a preset name or alias).
+
+    Without a preset, fields the dict lacks take ModelConfig's defaults, what a checkpoint written before the
+    field existed computed (the exact GELU, Google's [-1, 1] inputs). Lists from JSON become tuples; an unknown
+    field is an error that lists the valid ones.
+    """
+    if not isinstance(fields, Mapping):
+        raise BadType(f"a ModelConfig is a dict of its fields, got {type(fields).__name__}")
+    base = PRESETS[resolve_model_name(preset)] if preset is not None else ModelConfig()
+    return base.replace(**fields)

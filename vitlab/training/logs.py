@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, OPTIMIZERS, PRECISIONS, VITConfig
+from vitlab.configs import AUGMENTATIONS, DATASET_NAMES, GOOGLE_MEAN, GOOGLE_STD, OPTIMIZERS, PRECISIONS, VITConfig
 from vitlab.training.batches import SeededSamples, known_labels
 from vitlab.training.devices import Distributed
 
@@ -151,9 +151,7 @@ def sample_indices(dataset: Dataset, count: int, seed: int) -> list[int]:
     return picked[:count]
 
 
-def log_samples(
-    writer, dataset: Dataset, seed: int, count: int = 16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
-) -> None:
+def log_samples(writer, dataset: Dataset, seed: int, count: int = 16, mean=GOOGLE_MEAN, std=GOOGLE_STD) -> None:
     """A few training inputs as the model sees them (augmented), un-normalised to [0, 1] with `mean`, `std`;
     drawn across the classes (`sample_indices`)."""
     samples = SeededSamples(dataset, seed)

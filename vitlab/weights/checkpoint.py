@@ -7,7 +7,6 @@ A trainer checkpoint is a dict with `"model"` (the state dict), `"model_config"`
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import zipfile
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from vitlab.cnn import CifarResNet
-from vitlab.configs import ModelConfig, resolve_model_name
+from vitlab.configs import model_config_from, resolve_model_name
 from vitlab.errors import BadValue, FileError, IsAFolder, MissingFile
+from vitlab.factory import model_of
 from vitlab.files import atomic_write
 from vitlab.model import VisionTransformer
 from vitlab.weights.errors import CheckpointError, unreadable_torch_file
@@ -88,9 +87,11 @@ def model_from_state(state: dict, path: str | os.PathLike = "the checkpoint") ->
             f"checkpoint {path} has keys {sorted(state)}, not a vitlab run checkpoint ('model' and "
             "'model_config' expected); for Google's .npz files use vitlab.load_pretrained"
         )
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    model_cfg = ModelConfig(**{k: v for k, v in state["model_config"].items() if k in fields})
-    model = CifarResNet(model_cfg) if model_cfg.architecture == "resnet" else VisionTransformer(model_cfg)
+    try:
+        model_cfg = model_config_from(state["model_config"])
+    except (TypeError, ValueError) as error:  # a field this vitlab does not know, or a value it refuses
+        raise CheckpointError(f"checkpoint {path}: its model_config does not describe a model: {error}") from None
+    model = model_of(model_cfg)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:  # missing / unexpected keys, or shapes that differ

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vitlab.configs import IMAGENET_MEAN, IMAGENET_STD
+from vitlab.configs import GOOGLE_MEAN, GOOGLE_STD, IMAGENET_MEAN, IMAGENET_STD
 from vitlab.errors import BadValue, MissingFile
 from vitlab.model import VisionTransformer
 from vitlab.weights import dinov2
@@ -35,7 +35,6 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 LAYOUTS = ("timm", "torchvision", "vitlab", *dinov2.LAYOUTS)
 # Training scripts wrap the weights: MAE and vitlab's trainer under "model", Lightning under "state_dict".
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
-GOOGLE_MEAN_STD = (0.5, 0.5, 0.5)  # the default normalisation: pixels scaled to [-1, 1]
 # DistributedDataParallel and torch.compile put these in front of every key.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -165,7 +164,7 @@ def adopt_input_normalization(model: VisionTransformer, layout: str) -> list[str
     ImageNet's statistics, Google's ports [-1, 1]), so for them the model is left alone and only told.
     """
     cfg = model.cfg
-    if (cfg.image_mean, cfg.image_std) != (GOOGLE_MEAN_STD, GOOGLE_MEAN_STD) or layout == "vitlab":
+    if (cfg.image_mean, cfg.image_std) != (GOOGLE_MEAN, GOOGLE_STD) or layout == "vitlab":
         return []
     overrides = f"model_overrides={{'image_mean': {IMAGENET_MEAN}, 'image_std': {IMAGENET_STD}}}"
     if layout == "torchvision" or layout in dinov2.LAYOUTS:
