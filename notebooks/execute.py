@@ -47,9 +47,12 @@ USES = {
 
 
 def repo_path(path: str) -> str:
-    """`path` relative to the repository root when it lies inside it (the notebooks print what they are given)."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+    """`path` relative to the repository root when it lies inside it (the notebooks print what they are given).
+
+    Symbolic links are kept, not followed: `data/photos` linked to a folder elsewhere stays `data/photos`.
+    """
+    absolute = Path(os.path.abspath(path))
+    return str(absolute.relative_to(ROOT)) if absolute.is_relative_to(ROOT) else str(absolute)
 
 
 def cpu_name() -> str:
