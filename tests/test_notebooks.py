@@ -202,10 +202,9 @@ def test_notebook_ends_with_things_to_try_then_exercises_with_folded_answers(pat
     sections = [(i, line) for i, line in headings if line.startswith("## ")]
     assert [line for _, line in sections[-2:]] == ["## Things to try", "## Exercises"], sections[-2:]
     exercises = cells[sections[-1][0] :]
-    questions = [
-        c for c in exercises if c.cell_type == "markdown" and re.match(r"(## Exercises\s+)?\*\*\d\.\*\* ", c.source)
-    ]
-    answers = sum(c.source.count("<details><summary>Answer</summary>") for c in exercises if c.cell_type == "markdown")
+    text = "\n".join(c.source for c in exercises if c.cell_type == "markdown")
+    questions = re.findall(r"^\*\*\d\.\*\* ", text, re.M)  # **1.** at the start of a line
+    answers = text.count("<details><summary>Answer</summary>")
     assert 2 <= len(questions) <= 3 and answers == len(questions), f"{path.name}: {len(questions)} exercises"
 
 
