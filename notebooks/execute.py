@@ -7,9 +7,10 @@ runs all seven notebooks in order (or those named, e.g. `04 05`) with a Jupyter 
 person would, and writes each one back with its outputs and, at the end of its first cell, a paragraph saying
 what produced them: the date, the machine, the data, the weights and the notebook's wall time. The notebooks
 take their paths from the environment (VITLAB_PHOTOS, VITLAB_DINOV2); TensorBoard is not started
-(VITLAB_TENSORBOARD=0). Notebook 4 and 5 write their runs to TB_log/ and Model/, where 7 finds them, so
-run 04-07 together; 6 reads the table and the runs of `python -m vitlab.sweep`. A notebook that fails is not
-written, and the command exits with status 1.
+(VITLAB_TENSORBOARD=0). Notebook 4 and 5 write their runs to TB_log/ and Model/, where 7 finds them (without
+them 7 trains a short run from scratch and shows DINOv2 unchanged); 6 reads the table and the runs of
+`python -m vitlab.sweep` (their curves from docs/data_size/curves.json when the runs are not here).
+A notebook that fails is not written, and the command exits with status 1.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ USES = {
 
 
 def repo_path(path: str) -> str:
-    """`path` relative to the repository root when it lies inside it (the notebooks print what they are given)."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+    """`path` relative to the repository root when it lies inside it (the notebooks print what they are given).
+
+    Symbolic links are kept, not followed: `data/photos` linked to a folder elsewhere stays `data/photos`.
+    """
+    absolute = Path(os.path.abspath(path))
+    return str(absolute.relative_to(ROOT)) if absolute.is_relative_to(ROOT) else str(absolute)
 
 
 def cpu_name() -> str:
@@ -124,8 +128,9 @@ def provenance(uses, started: datetime.datetime, minutes: float, args, where: st
         parts.append("Runs: the newest of notebooks 4 and 5 in `Model/` and `TB_log/` (named below).")
     if "sweep" in uses:
         parts.append(
-            "Runs: the table `docs/data_size/results.json` and the runs in `TB_log/` of `python -m vitlab.sweep` "
-            "on the 4,660 real CIFAR-10 photos of `../shared/data/cifar10-train-subset` (commands in the notebook)."
+            "Runs: the table `docs/data_size/results.json` of `python -m vitlab.sweep` on the 4,660 real CIFAR-10 "
+            "photos of `../shared/data/cifar10-train-subset` (commands in the notebook), and its runs' curves from "
+            "their event files in `TB_log/`, or from `docs/data_size/curves.json` where those are absent (named below)."
         )
     return " ".join(parts)
 

@@ -3,7 +3,7 @@
 Rules checked here: every notebook is committed with the outputs of a real run (`notebooks/execute.py`), never a
 smoke one, and its first cell says what produced them; 04-07 show at least two figures each. Every notebook
 opens in Colab from the repository URL of pyproject.toml and installs only what Colab lacks, has a papermill
-`parameters` cell with the `VITLAB_SMOKE` switch, ends with things to try, and imports vitlab rather than
+`parameters` cell with the `VITLAB_SMOKE` switch, ends with things to try and exercises, and imports vitlab rather than
 redefining its modules. Smoke runs say that their data are synthetic and leave no folder behind.
 """
 
@@ -183,15 +183,40 @@ def test_committed_figures_are_readable_sizes(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=EXPECTED)
 def test_notebook_opens_in_colab_and_has_a_smoke_switch(path):
     nb = read(path)
-    first, last = nb.cells[0], nb.cells[-1]
+    first = nb.cells[0]
     badge = f"https://colab.research.google.com/github/{REPOSITORY.removeprefix('https://github.com/')}/blob/main"
     assert first.cell_type == "markdown" and f"{badge}/notebooks/{path.name}" in first.source
     assert "GPU" in first.source and "CPU" in first.source, "the opening cell says how long it takes on each"
     parameters = [cell for cell in code_cells(nb) if "parameters" in cell.metadata.get("tags", [])]
     assert len(parameters) == 1, "exactly one cell tagged `parameters` (papermill)"
     assert SMOKE_LINE in parameters[0].source
-    assert last.cell_type == "markdown" and last.source.startswith("## Things to try")
     assert any(re.search(r"^(import vitlab|from vitlab)", c.source, re.M) for c in code_cells(nb))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=EXPECTED)
+def test_notebook_ends_with_things_to_try_then_exercises_with_folded_answers(path):
+    """Two or three exercises close every notebook, each answer folded; a numeric answer is asserted by a code cell
+    after it (or, in 04 and 05, whose outputs come from half-hour runs, in tests/test_exercises.py)."""
+    cells = read(path).cells
+    headings = [(i, c.source.splitlines()[0]) for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source]
+    sections = [(i, line) for i, line in headings if line.startswith("## ")]
+    assert [line for _, line in sections[-2:]] == ["## Things to try", "## Exercises"], sections[-2:]
+    exercises = cells[sections[-1][0] :]
+    text = "\n".join(c.source for c in exercises if c.cell_type == "markdown")
+    questions = re.findall(r"^\*\*\d\.\*\* ", text, re.M)  # **1.** at the start of a line
+    answers = text.count("<details><summary>Answer</summary>")
+    assert 2 <= len(questions) <= 3 and answers == len(questions), f"{path.name}: {len(questions)} exercises"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=EXPECTED)
+def test_colab_asks_for_a_gpu_only_where_it_pays(path):
+    """04 and 05 run their GPU recipe on a GPU runtime; the others run as well on Colab's CPU runtime."""
+    metadata = read(path).metadata
+    if path.stem in RECIPES:
+        assert metadata.get("accelerator") == "GPU"
+    else:
+        assert "accelerator" not in metadata and "gpuType" not in metadata, path.name
+        assert "gpuType" not in metadata.get("colab", {}), path.name
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=EXPECTED)
@@ -227,7 +252,10 @@ def test_colab_cell_keeps_runs_on_drive_when_asked(keep, tmp_path, monkeypatch, 
         linked = (tmp_path / folder).is_symlink()
         kept = linked and (tmp_path / folder).resolve() == (drive / "MyDrive" / "vitlab" / folder).resolve()
         assert kept == keep
-    assert ("warning: Model/ and TB_log/" in capsys.readouterr().out) != keep
+    printed_lines = capsys.readouterr().out
+    assert ("warning: Model/ and TB_log/" in printed_lines) != keep
+    assert f"installed vitlab from {REPOSITORY} and " not in printed_lines  # Colab had all the packages here
+    assert f"installed vitlab from {REPOSITORY}, nothing else" in printed_lines, "one line says what was installed"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=EXPECTED)
