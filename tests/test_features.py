@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import randomize_
+from test_transfer import _cfg as transfer_cfg
+from test_transfer import _data
 from torch.utils.data import TensorDataset
 
 import vitlab
@@ -14,19 +16,10 @@ from vitlab.training.features import backbone_features, cache_folder, compute_fe
 
 
 def _cfg(tmp_path, **overrides) -> VITConfig:
-    base = dict(
-        model_type="ViT-Test", img_size=32, train_batch_size=16, eval_batch_size=20, num_steps=20, warmup_steps=1,
-        eval_every=10, log_every=5, optimizer="adamw", learning_rate=1e-2, precision="fp32", num_workers=0,
-        freeze_backbone=True, augment="none", save_dir=str(tmp_path / "Model"), log_dir=str(tmp_path / "TB"),
-        name="run", progress=False, TB_log=False,
-    )  # fmt: skip
-    base.update(overrides)
-    return VITConfig(**base)
-
-
-def _data(n=48, seed=0) -> TensorDataset:
-    generator = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.rand(n, 3, 32, 32, generator=generator) * 2 - 1, torch.randint(0, 10, (n,)))
+    """test_transfer's small run, as a linear probe on fixed features."""
+    probe = dict(eval_batch_size=20, num_steps=20, eval_every=10, log_every=5, learning_rate=1e-2,
+                 freeze_backbone=True, augment="none")  # fmt: skip
+    return transfer_cfg(tmp_path, **{**probe, **overrides})
 
 
 def _model(classifier="token_gap"):
