@@ -210,9 +210,8 @@ def train_and_test(run: Run) -> dict:
             last_line = time.perf_counter()
             while step < cfg.num_steps:
                 # One optimiser step; the loss stays on the device until a logging step.
-                lr = run.optimizer.param_groups[0][
-                    "lr"
-                ]  # the rate this step uses (the backbone's, if the head has one)
+                # The rate this step uses (the backbone's, if the head has one).
+                lr = run.optimizer.param_groups[0]["lr"]
                 lr_head = run.optimizer.param_groups[-1]["lr"] if cfg.head_learning_rate is not None else None
                 loss, grad_norm = train_step(
                     model, batches, run.optimizer, run.scaler, cfg, run.precision, device, run.mix
